@@ -1,0 +1,290 @@
+"""The ``harness`` command line. Every user error ends here as one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from harness.errors import ConfigError, HarnessError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other user error
+        self.exit(EXIT_USAGE, f"harness: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _params(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description="Tune, re-train over seeds and compare deep-learning methods.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="also load this importable module as a plugin (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    pl = sub.add_parser("plugins", help="list plugins, their methods, data sets and search spaces")
+    pl.add_argument("--check", metavar="NAME", help="run a plugin's (or one method's) hooks on a tiny task")
+    pl.add_argument("--json", action="store_true", help="machine-readable listing")
+
+    sub.add_parser("datasets", help="list the data sets plugins provide")
+
+    run = sub.add_parser("run", help="tune each method on val, re-train the best over seeds, score test")
+    run.add_argument("methods", nargs="*", help="method names or patterns (erm 'sk*'); omit with --suite")
+    run.add_argument("--suite", help="a suite YAML file (methods × data sets × budgets)")
+    run.add_argument("--dataset", action="append", help="data set name (repeatable); default digits")
+    run.add_argument("--target", help="target column of a csv:PATH data set")
+    run.add_argument("--labels-per-class", type=int, help="label budget: labelled examples kept per class")
+    run.add_argument("--trials", type=int, help="tuning trials per method and data set")
+    run.add_argument("--seeds", type=int, help="seeds the best configuration is re-trained with")
+    run.add_argument("--epochs", type=int, help="training epochs every method gets")
+    run.add_argument("--timeout", type=float, help="seconds of tuning per method and data set")
+    run.add_argument("--storage", help="Optuna storage: FILE.journal (default in --out), sqlite:///F, postgresql://...")
+    run.add_argument("--sampler", help="tpe | random | cmaes | gp")
+    run.add_argument("--pruner", help="median | hyperband | none")
+    run.add_argument("--sampler-seed", type=int)
+    run.add_argument("--data-seed", type=int)
+    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    run.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    run.add_argument("--param", action="append", metavar="KEY=VALUE", help="pin a configuration value for every method")
+    run.add_argument("--name", help="suite name (default: the suite file's name, or 'run')")
+    run.add_argument("--out", help="output folder (default results/<suite name>)")
+    run.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="rebuild the tables of a suite from its study storage alone")
+    rep.add_argument("--suite", help="suite name (default: every suite in the storage)")
+    rep.add_argument("--out", help="folder of the run (holds optuna.journal); tables are written there")
+    rep.add_argument("--storage", help="storage URL if not the journal file in --out")
+    return p
+
+
+def _cmd_plugins(args, registry, console) -> int:
+    from rich.table import Table
+
+    from harness.conformance import check_plugin
+
+    if args.check:
+        reports = check_plugin(registry, args.check)
+        bad = 0
+        for r in reports:
+            mark = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
+            console.print(f"{mark} {r.method} on {r.task}")
+            for prob in r.problems:
+                console.print(f"   [red]problem[/red]: {prob}", markup=True, highlight=False)
+            for note in r.notes:
+                console.print(f"   {note}", markup=False, highlight=False)
+            bad += not r.ok
+        return 1 if bad else 0
+    spaces = _search_spaces(registry)
+    if args.json:
+        data = {
+            "plugins": [vars(rec) for rec in registry.plugins.values()],
+            "methods": {n: {"plugin": m.plugin, "kinds": list(m.info.kinds), "description": m.info.description,
+                            "citation": m.info.citation, "search_space": spaces.get(n)}
+                        for n, m in registry.methods.items()},
+            "problems": [str(p) for p in registry.problems],
+        }
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    table = Table(title="plugins")
+    for col in ("plugin", "source", "methods", "data sets", "hooks"):
+        table.add_column(col)
+    for rec in registry.plugins.values():
+        table.add_row(rec.name, rec.source, ", ".join(rec.methods), ", ".join(rec.datasets),
+                      ", ".join(h.replace("harness_", "") for h in rec.hooks))
+    console.print(table)
+    mt = Table(title="methods")
+    for col in ("method", "plugin", "kinds", "search space", "description"):
+        mt.add_column(col)
+    for name, m in registry.methods.items():
+        mt.add_row(name, m.plugin, ", ".join(m.info.kinds), spaces.get(name, ""), m.info.description)
+    console.print(mt)
+    for prob in registry.problems:
+        console.print(f"[red]problem[/red] {prob}", highlight=False)
+    return 0
+
+
+def _search_spaces(registry) -> dict[str, str]:
+    """Each method's space as ``name: distribution`` from a few random samples on a tiny task."""
+    import optuna
+
+    from harness.data import load_task
+    from harness.search import failure_reason
+
+    out: dict[str, str] = {}
+    tasks: dict[str, Any] = {}
+    for name, method in registry.methods.items():
+        kind = next((k for k in method.info.kinds if k in ("image", "tabular")), None)
+        if kind is None:
+            out[name] = "(needs a graph task to sample)"
+            continue
+        if kind not in tasks:
+            tasks[kind] = load_task(registry, "digits" if kind == "image" else "iris").without_test()
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        dists: dict[str, Any] = {}
+        try:
+            for _ in range(8):
+                trial = study.ask()
+                method.search_space(trial, tasks[kind])
+                dists.update(trial.distributions)
+                study.tell(trial, 0.0)
+        except Exception as exc:
+            out[name] = f"(fails to sample: {failure_reason(exc)})"
+            continue
+        out[name] = "; ".join(f"{k}: {_describe(d)}" for k, d in dists.items())
+    return out
+
+
+def _describe(dist) -> str:
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return "{" + ", ".join(map(str, dist.choices)) + "}"
+    log = " log" if getattr(dist, "log", False) else ""
+    return f"[{dist.low:g}, {dist.high:g}]{log}"
+
+
+def _cmd_datasets(args, registry, console) -> int:
+    from rich.table import Table
+
+    table = Table(title="data sets")
+    for col in ("name", "kind", "plugin", "description", "source"):
+        table.add_column(col)
+    for name, (info, plugin) in registry.datasets.items():
+        table.add_row(name + (":<arg>" if info.takes_argument else ""), info.kind, plugin, info.description, info.source)
+    console.print(table)
+    return 0
+
+
+def _suite_from_args(args, registry):
+    from harness.suite import DatasetSpec, RowSpec, Suite, from_mapping, load_suite, validate
+
+    if args.suite:
+        if args.methods:
+            raise ConfigError("give methods either on the command line or in --suite, not both")
+        suite = load_suite(args.suite)
+    else:
+        if not args.methods:
+            raise ConfigError("name at least one method (see `harness plugins`) or give --suite FILE")
+        names = registry.match_methods(args.methods)
+        suite = from_mapping({"name": args.name or "run", "datasets": args.dataset or ["digits"],
+                              "methods": names}, default_name="run")
+    changes: dict[str, Any] = {}
+    for flag, key in (("trials", "trials"), ("seeds", "seeds"), ("epochs", "epochs"), ("timeout", "timeout"),
+                      ("storage", "storage"), ("sampler", "sampler"), ("pruner", "pruner"),
+                      ("sampler_seed", "sampler_seed"), ("data_seed", "data_seed"), ("device", "device")):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[key] = value
+    if args.no_amp:
+        changes["amp"] = False
+    if args.name:
+        changes["name"] = args.name
+    if args.suite and args.dataset:
+        changes["datasets"] = tuple(DatasetSpec(name=d) for d in args.dataset)
+    if args.target or args.labels_per_class is not None:
+        import dataclasses
+
+        ds = changes.get("datasets", suite.datasets)
+        changes["datasets"] = tuple(dataclasses.replace(
+            d, options={**d.options, **({"target": args.target} if args.target else {})},
+            labels_per_class=args.labels_per_class if args.labels_per_class is not None else d.labels_per_class,
+        ) for d in ds)
+    pinned = _params(args.param)
+    if pinned:
+        import dataclasses
+
+        changes["rows"] = tuple(dataclasses.replace(r, params={**pinned, **r.params}) for r in suite.rows)
+    suite = validate(Suite(**{**{f: getattr(suite, f) for f in suite.__dataclass_fields__}, **changes}))
+    for row in suite.rows:
+        registry.method(row.method)
+    return suite
+
+
+def _cmd_run(args, registry, console) -> int:
+    from rich.table import Table
+
+    from harness.report.tables import aggregate, display_frame, per_seed_frame
+    from harness.runner import run_suite
+
+    suite = _suite_from_args(args, registry)
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress)
+    shown = display_frame(aggregate(per_seed_frame(result.rows)))
+    table = Table(title=f"{suite.name}: test split, mean ± std over seeds")
+    for col in shown.columns:
+        table.add_column(str(col), overflow="fold")
+    for _, r in shown.iterrows():
+        table.add_row(*[str(v) for v in r.tolist()])
+    console.print(table)
+    console.print(f"tables: {result.paths['summary_md']}  (per seed: {result.paths['per_seed_csv']})", highlight=False)
+    for o in result.outcomes:
+        if o.status == "skipped":
+            console.print(f"skipped {o.dataset} · {o.row}: {o.detail}", highlight=False)
+    failed = [o for o in result.outcomes if o.status in ("FAIL", "partial")]
+    for o in failed:
+        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}", file=sys.stderr)
+    return EXIT_USAGE if failed else 0
+
+
+def _cmd_report(args, registry, console) -> int:
+    from harness.report.collect import collect_provenance, collect_rows
+    from harness.report.tables import write_tables
+    from harness.search import make_storage
+
+    out = Path(args.out or "results")
+    if not args.storage and not (out / "optuna.journal").is_file():
+        raise ConfigError(f"no study storage found: {out / 'optuna.journal'} does not exist (give --out or --storage)")
+    storage = make_storage(args.storage, out)
+    rows = collect_rows(storage, args.suite)
+    if not rows:
+        raise ConfigError("the storage holds no harness results" + (f" for suite {args.suite!r}" if args.suite else ""))
+    paths = write_tables(rows, out, collect_provenance(storage, args.suite), title=args.suite or rows[0]["suite"])
+    console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}", highlight=False)
+    return 0
+
+
+COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    try:
+        from harness.plugins import load_plugins
+
+        registry = load_plugins(modules=args.plugin)
+        return COMMANDS[args.command](args, registry, console)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("harness: interrupted; everything finished so far is stored — run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The hooks a harness plugin implements. This module is the plugin author's contract.
+
+A plugin is any module (or object) with functions decorated by :data:`harness.hookimpl` whose
+names match the hooks below. It reaches the core through the entry-point group ``harness``::
+
+    [project.entry-points.harness]
+    my_methods = "my_package.methods"
+
+(or ``harness run --plugin my_package.methods`` for a module that is not installed). The built-in
+methods load exactly the same way.
+
+How the core uses a method, for every row of every table:
+
+1. ``harness_methods`` is called once; the core remembers which plugin owns each method name.
+2. Tuning: for each Optuna trial, ``harness_search_space`` returns a configuration, ``harness_fit``
+   trains on ``task.train`` (``task.val`` may be used for early stopping and pruning reports), and
+   ``harness_evaluate`` returns class probabilities for the validation split; the core scores them.
+3. The best configuration is re-trained with several seeds; ``harness_evaluate`` on the test split
+   gives the probabilities from which the core computes every metric and the throughput.
+
+The method hooks are called only on the plugin that declared the method, so an implementation
+never needs to check ``method`` against names it does not own; it still receives ``method`` so one
+plugin can serve several methods. Hooks are typed with the project's dataclasses, never loose
+dicts, except ``config``: a flat ``dict`` of JSON-serialisable values, as stored in the study.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+    from harness.context import FitContext
+    from harness.info import DatasetInfo, MethodInfo
+    from harness.task import Split, Task
+
+PROJECT = "harness"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def harness_methods() -> list[MethodInfo]:
+    """Describe the methods this plugin provides.
+
+    Called once when plugins load. Return a list of :class:`harness.info.MethodInfo`; one plugin may
+    provide several methods. A method name that another plugin already provides is reported as a
+    problem (``harness plugins`` shows it) and the first plugin keeps the name.
+    """
+
+
+@hookspec
+def harness_datasets() -> list[DatasetInfo]:
+    """Describe the data sets this plugin provides.
+
+    Called once when plugins load. Return a list of :class:`harness.info.DatasetInfo`.
+    """
+
+
+@hookspec(firstresult=True)
+def harness_search_space(method: str, trial: optuna.Trial, task: Task) -> dict[str, Any]:
+    """Sample one configuration of ``method`` for ``task``, define-by-run.
+
+    Called at the start of every tuning trial. Use ``trial.suggest_*``; spaces may be conditional
+    (sample ``momentum`` only when the optimiser is SGD). Values the user pinned in the suite come
+    back from ``suggest_*`` unchanged. Return the full configuration as a flat dict of
+    JSON-serialisable values: it is stored with the trial and passed to ``harness_fit`` as is.
+    ``task.test`` is ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
+    """Train ``method`` with ``config`` on ``task`` and return the fitted state.
+
+    ``task.test`` is always ``None``: train on ``task.train`` (and ``task.unlabeled`` for
+    semi-supervised methods); ``task.val`` may be used for early stopping and for
+    ``ctx.report(epoch, val_accuracy)``, which prunes unpromising trials by raising
+    ``optuna.TrialPruned`` (let it propagate). Build the loop from :mod:`harness.train` so that AMP,
+    devices, pruning reports and throughput counting behave the same for every method.
+
+    The returned object is opaque to the core and is handed back to ``harness_evaluate``. Raise
+    any exception to fail the trial; its message is recorded as the failure reason.
+    """
+
+
+@hookspec(firstresult=True)
+def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> torch.Tensor:
+    """Return class probabilities for every example of ``split``: a float tensor ``N × K``.
+
+    Called after ``harness_fit`` on the validation split (while tuning) and on the test split (for
+    the table), and on shifted copies of the test split. ``split.y`` is ``None``. Each row must be
+    non-negative and sum to one; the core checks the shape and values and computes every metric
+    (accuracy, ECE, NLL, Brier) from these probabilities, and times this call for the
+    inference-throughput column.
+    """

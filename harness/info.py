@@ -1,0 +1,72 @@
+"""Descriptions plugins hand to the core: what methods and data sets they provide."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A method a plugin provides.
+
+    ``kinds``: the task kinds it can run on (``"image"``, ``"tabular"``, ``"graph"``).
+    ``defaults``: a complete configuration (every value its search space samples) that the core
+    tries as the first trial of every study, and uses alone when tuning is switched off. Put the
+    paper's configuration here.
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    description: str
+    citation: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RawDataset:
+    """A whole data set before the core splits it.
+
+    ``x``: images ``N×C×H×W`` scaled to [0, 1], or tabular features ``N×F`` (standardised by the core
+    on train statistics). ``splits``: fixed index tensors for ``train``/``val``/``test`` where the data
+    set defines them (Planetoid); otherwise the core draws stratified splits from the data seed.
+    ``graph``: for graph tasks, a PyG ``Data`` with ``x`` and ``edge_index`` of all nodes (no labels).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    kind: str
+    class_names: tuple[str, ...] = ()
+    splits: dict[str, torch.Tensor] | None = None
+    graph: Any = None
+    hflip: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What the user asked for: ``name[:argument]`` plus options such as ``target`` for CSV files."""
+
+    name: str
+    argument: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    root: str = "~/.cache/harness/data"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A data set a plugin provides.
+
+    ``name`` is matched exactly, or as a prefix before ``:`` when ``takes_argument`` is set
+    (``csv:path/to/file.csv``, ``tv:MNIST``, ``planetoid:path/to/dir``). ``load`` returns a
+    :class:`RawDataset`; it raises :class:`harness.errors.DataError` with a one-line reason when the
+    data cannot be had.
+    """
+
+    name: str
+    kind: str
+    description: str
+    load: Callable[[DatasetRequest], RawDataset]
+    takes_argument: bool = False
+    source: str = ""

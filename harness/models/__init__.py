@@ -1,0 +1,56 @@
+"""Networks by name: ``create_model("cnn", task)``, ``create_model("timm:resnet18", task)``.
+
+Every model is a :class:`Classifier`: an ``encoder`` that maps inputs to a feature vector of size
+``feature_dim`` and a linear ``head``. Methods that pre-train, probe or adapt encoders rely on that
+split; everything else just calls the model.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+from torch import nn
+
+from harness.errors import ConfigError
+from harness.models.classifier import Classifier
+from harness.task import Task
+
+_REGISTRY: dict[str, Callable[..., Classifier]] = {}
+
+
+def register_model(name: str):
+    """Decorator adding a builder ``fn(task, **kwargs) -> Classifier`` under ``name``."""
+
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def create_model(name: str, task: Task, **kwargs) -> Classifier:
+    """Build the model ``name`` for ``task``. ``timm:<arch>`` builds any timm model (not pretrained
+    unless ``pretrained=True``, which needs timm's weights in the local cache)."""
+    if name.startswith("timm:"):
+        from harness.models.timm_backbone import create_timm
+
+        return create_timm(name[5:], task, **kwargs)
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(list_models())}, timm:<name>)") from None
+    return builder(task, **kwargs)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in module.parameters())
+    return total, sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+from harness.models import builtin as _builtin  # noqa: E402,F401  (registers mlp and cnn)
+
+__all__ = ["Classifier", "create_model", "list_models", "register_model", "count_parameters"]

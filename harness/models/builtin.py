@@ -1,0 +1,53 @@
+"""Small networks for the embedded data sets: an MLP for any input and a BatchNorm CNN for images."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from harness.models import register_model
+from harness.models.classifier import Classifier
+from harness.task import Task
+
+
+def _norm1d(width: int, batchnorm: bool) -> nn.Module:
+    return nn.BatchNorm1d(width) if batchnorm else nn.Identity()
+
+
+@register_model("mlp")
+def mlp(task: Task, hidden: int = 256, depth: int = 2, dropout: float = 0.0, batchnorm: bool = True) -> Classifier:
+    """``depth`` hidden layers of ``hidden`` units (Linear → BatchNorm → ReLU → Dropout)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(task.input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), _norm1d(hidden, batchnorm), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden
+    return Classifier(nn.Sequential(*layers), width, task.num_classes)
+
+
+def _conv_block(c_in: int, c_out: int, batchnorm: bool) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm),
+        nn.BatchNorm2d(c_out) if batchnorm else nn.Identity(),
+        nn.ReLU(inplace=True),
+    ]
+
+
+@register_model("cnn")
+def cnn(task: Task, width: int = 32, batchnorm: bool = True, dropout: float = 0.0, stages: int | None = None) -> Classifier:
+    """Stages of two 3×3 convolutions, each halving the resolution (VGG-style), then global
+    average pooling. The number of stages follows the image size (2 for 8×8, 3 for 28×28)."""
+    if task.kind != "image":
+        raise ValueError("the cnn model needs an image task; use mlp for tabular data")
+    channels, size = task.input_shape[0], min(task.input_shape[1:])
+    stages = stages or max(1, min(4, int(math.log2(size)) - 2))
+    layers: list[nn.Module] = []
+    c = channels
+    for s in range(stages):
+        c_out = width * 2**s
+        layers += _conv_block(c, c_out, batchnorm) + _conv_block(c_out, c_out, batchnorm)
+        if s < stages - 1:
+            layers.append(nn.MaxPool2d(2))
+        c = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    return Classifier(nn.Sequential(*layers), c, task.num_classes)

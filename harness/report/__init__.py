@@ -1,0 +1,5 @@
+"""Tables and provenance built from what the study storage holds."""
+from harness.report.collect import collect_rows
+from harness.report.tables import aggregate, per_seed_frame, write_tables
+
+__all__ = ["collect_rows", "aggregate", "per_seed_frame", "write_tables"]

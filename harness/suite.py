@@ -1,0 +1,184 @@
+"""Suite files: which methods on which data sets, with which budget. Validated here, at the edge.
+
+A suite YAML::
+
+    name: default
+    datasets: [digits]                # or {name: csv:data.csv, target: label}
+    methods:
+      - erm                           # a method name, tuned with the suite's budget
+      - {method: erm, name: erm_sgd, params: {optimizer: sgd}}   # a named row with pinned values
+    trials: 8          # tuning trials per (method, data set)
+    seeds: 3           # final re-runs of the best configuration
+    epochs: 20         # training budget every method gets
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    labels_per_class: int | None = None
+    label_fraction: float | None = None
+    val_frac: float = 0.2
+    test_frac: float = 0.2
+
+    @property
+    def label(self) -> str:
+        if self.labels_per_class is not None:
+            return f"{self.name}@{self.labels_per_class}pc"
+        if self.label_fraction is not None:
+            return f"{self.name}@{self.label_fraction:g}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the table: a method, optionally renamed, with pinned parameters and its own budget.
+
+    ``all_labels``: train on the full labelled train split even when the data set has a label
+    budget (the ceiling row of semi-supervised tables). ``tune: false`` skips the search and uses
+    the method's default configuration (plus pinned ``params``).
+    """
+
+    method: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    trials: int | None = None
+    epochs: int | None = None
+    seeds: int | None = None
+    tune: bool = True
+    all_labels: bool = False
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    rows: tuple[RowSpec, ...]
+    trials: int = 8
+    seeds: int = 3
+    epochs: int = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    sampler_seed: int = 0
+    data_seed: int = 0
+    seed_base: int = 0
+    device: str = "auto"
+    amp: bool = True
+    storage: str | None = None
+
+    def replace(self, **changes) -> Suite:
+        return validate(dataclasses.replace(self, **changes))
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def validate(suite: Suite) -> Suite:
+    _positive_int(suite.trials, "trials")
+    _positive_int(suite.seeds, "seeds")
+    _positive_int(suite.epochs, "epochs")
+    for row in suite.rows:
+        for attr in ("trials", "epochs", "seeds"):
+            if getattr(row, attr) is not None:
+                _positive_int(getattr(row, attr), f"{row.name}: {attr}")
+    if suite.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {suite.sampler!r} (known: {', '.join(SAMPLERS)})")
+    if suite.pruner not in PRUNERS:
+        raise ConfigError(f"unknown pruner {suite.pruner!r} (known: {', '.join(PRUNERS)})")
+    if suite.timeout is not None and suite.timeout <= 0:
+        raise ConfigError(f"timeout must be positive, got {suite.timeout}")
+    if not suite.rows:
+        raise ConfigError("no methods given")
+    if not suite.datasets:
+        raise ConfigError("no data sets given")
+    names = [r.name for r in suite.rows]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"duplicate row names {', '.join(dupes)}: give each row its own `name`")
+    for ds in suite.datasets:
+        if ds.labels_per_class is not None:
+            _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
+    return suite
+
+
+_ROW_KEYS = {f.name for f in dataclasses.fields(RowSpec)}
+_DS_KEYS = {f.name for f in dataclasses.fields(DatasetSpec)} - {"options"}
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"rows"} | {"methods"}
+
+
+def _row(entry: Any) -> RowSpec:
+    if isinstance(entry, str):
+        return RowSpec(method=entry, name=entry)
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ConfigError(f"a methods entry must be a name or a mapping with `method:`, got {entry!r}")
+    unknown = set(entry) - _ROW_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in method entry {entry['method']!r}")
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"`params` of {entry['method']!r} must be a mapping")
+    return RowSpec(**{**entry, "params": params, "name": str(entry.get("name") or entry["method"])})
+
+
+def _dataset(entry: Any) -> DatasetSpec:
+    if isinstance(entry, str):
+        return DatasetSpec(name=entry)
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"a datasets entry must be a name or a mapping with `name:`, got {entry!r}")
+    known = {k: v for k, v in entry.items() if k in _DS_KEYS}
+    options = {k: v for k, v in entry.items() if k not in _DS_KEYS}
+    return DatasetSpec(**known, options=options)
+
+
+def from_mapping(data: Any, default_name: str = "suite") -> Suite:
+    if not isinstance(data, dict):
+        raise ConfigError("a suite file must be a YAML mapping with `datasets:` and `methods:`")
+    unknown = set(data) - _SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown suite key(s): {', '.join(sorted(unknown))}")
+    datasets = data.get("datasets")
+    methods = data.get("methods")
+    if not isinstance(datasets, list) or not isinstance(methods, list):
+        raise ConfigError("a suite needs `datasets:` and `methods:` lists")
+    rest = {k: v for k, v in data.items() if k not in ("datasets", "methods", "name")}
+    try:
+        suite = Suite(
+            name=str(data.get("name") or default_name),
+            datasets=tuple(_dataset(d) for d in datasets),
+            rows=tuple(_row(m) for m in methods),
+            **rest,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"bad suite: {exc}") from None
+    return validate(suite)
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    return from_mapping(data, default_name=path.stem)

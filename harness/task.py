@@ -1,0 +1,88 @@
+"""What crosses the hook boundary about data: a :class:`Task` made of :class:`Split` objects.
+
+Tensors of small data sets live on the training device for the whole run; batches are index
+slices into them, never DataLoader workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+TaskKind = Literal["image", "tabular", "graph"]
+TASK_KINDS: tuple[str, ...] = ("image", "tabular", "graph")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a task.
+
+    ``x``: inputs (images ``N×C×H×W`` in [0, 1], standardised tabular features ``N×F``, or the
+    features of the split's nodes for graph tasks); ``y``: int64 labels, ``None`` where the core hides
+    them (unlabelled data, and every split handed to ``harness_evaluate``); ``index``: positions of
+    these examples in the full data set (node ids for graph tasks).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    index: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Split(move(self.x), move(self.y), move(self.index))
+
+    def without_labels(self) -> Split:
+        return Split(self.x, None, self.index)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task with fixed train / val / test splits.
+
+    ``test`` is ``None`` in every task handed to ``harness_fit``: no method ever trains or tunes on
+    the test split. ``unlabeled`` holds the rest of train when a label budget is set (labels hidden).
+    ``graph`` holds the PyG ``Data`` object (all nodes, ``edge_index``) for graph tasks.
+    """
+
+    name: str
+    kind: TaskKind
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train: Split
+    val: Split
+    test: Split | None = None
+    unlabeled: Split | None = None
+    graph: Any = None
+    class_names: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.x.device
+
+    def without_test(self) -> Task:
+        return dataclasses.replace(self, test=None)
+
+    def to(self, device: torch.device | str) -> Task:
+        graph = self.graph.to(device) if self.graph is not None else None
+        return dataclasses.replace(
+            self,
+            train=self.train.to(device),
+            val=self.val.to(device),
+            test=self.test.to(device) if self.test is not None else None,
+            unlabeled=self.unlabeled.to(device) if self.unlabeled is not None else None,
+            graph=graph,
+        )
+
+    def sizes(self) -> dict[str, int]:
+        out = {"n_train": len(self.train), "n_val": len(self.val)}
+        if self.test is not None:
+            out["n_test"] = len(self.test)
+        if self.unlabeled is not None:
+            out["n_unlabeled"] = len(self.unlabeled)
+        return out
