@@ -31,6 +31,12 @@ class FitContext:
     when the trial should stop. ``track(module)`` tells the core which networks make up the fitted
     model (for the parameter columns); the training toolkit calls it for you. ``samples_seen`` is
     counted by the toolkit and gives the train-throughput column.
+
+    ``extras``: numbers a method records about its fitted model while scoring the test split (a
+    VAE's negative ELBO, a diffusion model's bits/dim); each becomes an ``extra_<name>`` column of
+    the per-seed table and is aggregated over seeds like the headline metrics. ``artifact_dir`` is
+    a folder beside the tables for files a method writes in the final phase (sample grids; create
+    it before writing); it is ``None`` while tuning.
     """
 
     device: torch.device
@@ -45,6 +51,7 @@ class FitContext:
     samples_seen: int = 0
     modules: list[nn.Module] = field(default_factory=list)
     extras: dict = field(default_factory=dict)
+    artifact_dir: Path | None = None
 
     def report(self, step: int, value: float) -> None:
         if self.reporter is not None:

@@ -43,6 +43,7 @@ class FinalSettings:
     device: torch.device
     amp: bool = True
     cache_dir: Path = Path(".harness-cache")
+    artifact_dir: Path | None = None
 
 
 def stored_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
@@ -56,7 +57,9 @@ def stored_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
 def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: FinalSettings) -> dict[str, Any]:
     """Fit with ``seed`` on the task without its test split, then score the test split."""
     fit_task = task.without_test()
-    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, cache_dir=s.cache_dir, phase="final")
+    artifacts = s.artifact_dir / f"seed{seed}" if s.artifact_dir is not None else None
+    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, cache_dir=s.cache_dir,
+                     phase="final", artifact_dir=artifacts)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)
     seed_everything(seed)

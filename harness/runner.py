@@ -141,7 +141,7 @@ def run_suite(
                                                f"{method.name} does not support {task.kind} tasks"))
                     continue
                 outcomes.append(_run_row(suite, ds, row, method, task, storage, device, cache_dir, seeds,
-                                         bars, d_i, r_i, provenance))
+                                         bars, d_i, r_i, provenance, out_dir))
     provenance["finished_at"] = now()
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         meta = summary.user_attrs.get(META_KEY)
@@ -154,7 +154,12 @@ def run_suite(
     return RunResult(out_dir=out_dir, rows=rows, outcomes=outcomes, paths=paths)
 
 
-def _run_row(suite, ds, row, method, task, storage, device, cache_dir, seeds, bars, d_i, r_i, provenance) -> RowOutcome:
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-@" else "_" for c in name)
+
+
+def _run_row(suite, ds, row, method, task, storage, device, cache_dir, seeds, bars, d_i, r_i, provenance,
+             out_dir) -> RowOutcome:
     epochs = row.epochs or suite.epochs
     trials = row.trials or suite.trials
     study = optuna.create_study(
@@ -197,6 +202,7 @@ def _run_row(suite, ds, row, method, task, storage, device, cache_dir, seeds, ba
     bar = bars.add(f"{label}: seeds", total=n_seeds)
     results = run_seeds(study, method, task, config, FinalSettings(
         seeds=row_seeds, epochs=epochs, device=device, amp=suite.amp, cache_dir=cache_dir,
+        artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
     ), on_seed=lambda seed, r: bars.update(bar, advance=1))
     bars.update(bar, completed=n_seeds)
     failed = [r for r in results.values() if r.get("status") != "ok"]
