@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    # Piped output is read by people and tests alike: wide tables, no hard wrapping of messages.
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
         from harness.plugins import load_plugins
 

@@ -32,6 +32,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def __repr__(self) -> str:
+        labels = "hidden" if self.y is None else "labelled"
+        return f"Split(n={len(self)}, x={tuple(self.x.shape)}, {labels}, device={self.x.device})"
+
     def to(self, device: torch.device | str) -> Split:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Split(move(self.x), move(self.y), move(self.index))
@@ -60,6 +64,10 @@ class Task:
     graph: Any = None
     class_names: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"Task({self.name!r}, kind={self.kind}, classes={self.num_classes}, "
+                f"input={self.input_shape}, sizes={self.sizes()})")
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,1 @@
+"""Plugins used by the tests: tiny, fast methods and deliberately broken ones."""
