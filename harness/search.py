@@ -190,7 +190,6 @@ def objective_value(metrics: dict[str, float]) -> float:
 
 def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) -> tuple[float, dict]:
     """One tuning trial: sample, fit on train, score probabilities on val. ``task`` has no test."""
-    assert task.test is None, "tuning must never see the test split"
     pinned = PinnedTrial(trial, s.pinned or {})
     config = method.search_space(pinned, task)
     config = {**config, **{k: v for k, v in (s.pinned or {}).items() if k not in config}}
@@ -225,6 +224,8 @@ def tune(
 ) -> None:
     """Run trials until the study has ``settings.trials`` of them finished (resuming where it left
     off) or ``settings.timeout`` seconds pass."""
+    if task.test is not None:
+        raise ValueError("tuning must never see the test split: pass task.without_test()")
     reap_dead_trials(study)
     started = time.monotonic()
     while budget_used(study) < settings.trials:
