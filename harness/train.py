@@ -76,7 +76,7 @@ def build_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int
 # Default learning rates per optimiser, log-uniform ranges a search space samples from.
 LR_RANGES = {
     "sgd": (1e-3, 0.5), "momentum": (1e-3, 0.3), "nesterov": (1e-3, 0.3), "adagrad": (1e-3, 0.3),
-    "rmsprop": (1e-4, 1e-2), "adam": (1e-4, 1e-2), "adamw": (1e-4, 1e-2),
+    "rmsprop": (1e-4, 1e-2), "adam": (1e-4, 3e-2), "adamw": (1e-4, 3e-2),
 }
 
 

@@ -50,6 +50,7 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def _build(method: str, config: dict[str, Any], seed: int):
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -58,7 +59,9 @@ def _build(method: str, config: dict[str, Any], seed: int):
     if method == "logreg":
         return LogisticRegression(C=config["C"], max_iter=2000)
     if method == "svc":
-        return SVC(C=config["C"], gamma=config["gamma"], probability=True, random_state=seed)
+        # Platt scaling fitted on cross-validation folds (what SVC(probability=True) did internally).
+        return CalibratedClassifierCV(SVC(C=config["C"], gamma=config["gamma"], random_state=seed),
+                                      method="sigmoid", ensemble=False, cv=5)
     if method == "random_forest":
         return RandomForestClassifier(n_estimators=config["n_estimators"], max_features=config["max_features"],
                                       min_samples_leaf=config["min_samples_leaf"], random_state=seed, n_jobs=1)
