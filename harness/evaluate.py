@@ -3,6 +3,20 @@
 Each seed's row is stored in the study's user attributes as soon as it is computed (``result:SEED``),
 so an interrupted run resumes with the seeds it has not finished and the table never holds a row
 twice.
+
+Uncertainty, scored from the same probabilities:
+
+* ``entropy``: mean predictive entropy on the test split. A method that averages several sampled
+  predictions (an ensemble, MC dropout) may put them on ``ctx.extras[MEMBER_PROBS]`` as an
+  ``S × N × K`` tensor inside ``harness_evaluate``; the core takes it off after each evaluation and
+  adds ``mutual_information`` (mean BALD score, :func:`harness.metrics.mutual_information`).
+* ``calibrate`` (a suite row's opt-in): the fitted model is also evaluated on the validation split,
+  a temperature is fitted there (:mod:`harness.calibration`) and applied to every test-time
+  prediction; the headline metrics are the calibrated ones, ``ece_uncalibrated`` /
+  ``nll_uncalibrated`` / ``temperature`` sit beside them.
+* ``shift`` / ``ood`` (a suite's opt-in, image tasks): after the test evaluation the same
+  ``harness_evaluate`` scores shifted copies of the test split and out-of-distribution sets
+  (:mod:`harness.shift`); per-shift metrics and OOD AUROCs are stored in the seed result.
 """
 from __future__ import annotations
 
@@ -17,12 +31,15 @@ import optuna
 import torch
 
 from harness.context import FitContext, seed_everything
-from harness.metrics import ECE_BINS, classification_metrics, reliability
+from harness.calibration import apply_temperature, fit_temperature
+from harness.metrics import ECE_BINS, classification_metrics, entropy, mutual_information, reliability
 from harness.plugins import Method, check_probabilities
 from harness.search import failure_reason
-from harness.task import Task
+from harness.shift import ShiftSpec, apply_shift, auroc, ood_images
+from harness.task import Split, Task
 
 RESULT_PREFIX = "result:"
+MEMBER_PROBS = "member_probs"
 
 
 def _sync(device: torch.device) -> None:
@@ -44,6 +61,9 @@ class FinalSettings:
     amp: bool = True
     cache_dir: Path = Path(".harness-cache")
     artifact_dir: Path | None = None
+    calibrate: str | None = None
+    shifts: tuple[ShiftSpec, ...] = ()
+    ood: tuple[str, ...] = ()
 
 
 def stored_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
@@ -72,9 +92,25 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
     probs = method.evaluate(fitted, test, ctx)
     _sync(s.device)
     infer_s = time.perf_counter() - t0
+    members = ctx.extras.pop(MEMBER_PROBS, None)
+    extras = dict(ctx.extras)
     probs = check_probabilities(probs, len(task.test), task.num_classes, method.name)
+    uncertainty = _uncertainty(probs, members)
+    calibrated: dict[str, Any] = {}
+    temperature = None
+    if s.calibrate == "temperature":
+        val_probs = _predict(method, fitted, task.val, task.num_classes, ctx)[0]
+        temperature = fit_temperature(val_probs, task.val.y)
+        before = classification_metrics(probs, task.test.y)
+        calibrated = {"temperature": temperature, "ece_uncalibrated": before["ece"],
+                      "nll_uncalibrated": before["nll"], "brier_uncalibrated": before["brier"],
+                      "reliability_uncalibrated": _bins_json(reliability(probs, task.test.y, ECE_BINS))}
+        probs = apply_temperature(probs, temperature)
+        uncertainty["entropy"] = _uncertainty(probs, None)["entropy"]
     metrics = classification_metrics(probs, task.test.y)
     bins = reliability(probs, task.test.y, ECE_BINS)
+    shifted = _score_shifts(method, fitted, task, s.shifts, temperature, ctx) if task.kind == "image" else []
+    ood = _score_ood(method, fitted, task, s.ood, probs, members, temperature, ctx) if task.kind == "image" else {}
     total, trainable = ctx.parameter_counts()
     return {
         "status": "ok",
@@ -89,13 +125,74 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
         "peak_mem_mb": _peak_memory_mb(s.device),
         "wall_s": time.perf_counter() - wall,
         "samples_seen": ctx.samples_seen,
-        **{f"extra_{k}": v for k, v in ctx.extras.items() if isinstance(v, (int, float, str))},
-        "reliability": {
-            "count": bins.count.tolist(),
-            "confidence": [None if c != c else c for c in bins.confidence.tolist()],
-            "accuracy": [None if a != a else a for a in bins.accuracy.tolist()],
-        },
+        **{f"extra_{k}": v for k, v in extras.items() if isinstance(v, (int, float, str))},
+        **uncertainty,
+        **calibrated,
+        "reliability": _bins_json(bins),
+        **({"shift": shifted} if shifted else {}),
+        **({"ood": ood} if ood else {}),
     }
+
+
+def _bins_json(bins) -> dict[str, list]:
+    return {
+        "count": bins.count.tolist(),
+        "confidence": [None if c != c else c for c in bins.confidence.tolist()],
+        "accuracy": [None if a != a else a for a in bins.accuracy.tolist()],
+    }
+
+
+def _predict(method: Method, fitted: Any, split: Split, k: int, ctx: FitContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Probabilities of an unlabelled copy of ``split`` and the member predictions, if any."""
+    probs = method.evaluate(fitted, split.without_labels(), ctx)
+    members = ctx.extras.pop(MEMBER_PROBS, None)
+    return check_probabilities(probs, len(split), k, method.name), members
+
+
+def _uncertainty(probs: torch.Tensor, members: torch.Tensor | None) -> dict[str, float]:
+    out = {"entropy": entropy(probs).mean().item()}
+    if members is not None:
+        out["mutual_information"] = mutual_information(members.detach().to("cpu", torch.float64)).mean().item()
+    return out
+
+
+def _score_shifts(method: Method, fitted: Any, task: Task, shifts: tuple[ShiftSpec, ...],
+                  temperature: float | None, ctx: FitContext) -> list[dict[str, Any]]:
+    """Metrics on every shifted copy of the test split (calibrated with the row's temperature)."""
+    out = []
+    for spec in shifts:
+        split = Split(apply_shift(task.test.x, spec), None, task.test.index)
+        probs, members = _predict(method, fitted, split, task.num_classes, ctx)
+        row: dict[str, Any] = {"shift": spec.name, "intensity": spec.intensity}
+        if temperature is not None:
+            before = classification_metrics(probs, task.test.y)
+            row.update(ece_uncalibrated=before["ece"], nll_uncalibrated=before["nll"])
+            probs = apply_temperature(probs, temperature)
+        row.update(classification_metrics(probs, task.test.y))
+        row.update(_uncertainty(probs, members))
+        out.append(row)
+    return out
+
+
+def _score_ood(method: Method, fitted: Any, task: Task, sets: tuple[str, ...], probs: torch.Tensor,
+               members: torch.Tensor | None, temperature: float | None, ctx: FitContext) -> dict[str, dict[str, float]]:
+    """AUROC of uncertainty scores between the test split (in) and each OOD set (out)."""
+    def scores(p: torch.Tensor, m: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        out = {"entropy": entropy(p), "max_prob": 1 - p.max(1).values}
+        if m is not None:
+            out["mutual_information"] = mutual_information(m.detach().to("cpu", torch.float64))
+        return out
+
+    inside = scores(probs, members)
+    result = {}
+    for name in sets:
+        split = Split(ood_images(task.test.x, name), None, task.test.index)
+        p, m = _predict(method, fitted, split, task.num_classes, ctx)
+        if temperature is not None:
+            p = apply_temperature(p, temperature)
+        outside = scores(p, m)
+        result[name] = {f"auroc_{k}": auroc(inside[k], outside[k]) for k in inside if k in outside}
+    return result
 
 
 def run_seeds(

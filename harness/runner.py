@@ -26,6 +26,7 @@ from harness.search import (
     PinnedTrial, TuneSettings, best_trial, budget_used, failure_summary, make_pruner, make_sampler,
     make_storage, redact, tune,
 )
+from harness.shift import parse_ood, parse_shifts
 from harness.suite import DatasetSpec, RowSpec, Suite
 from harness.task import Task
 
@@ -203,6 +204,7 @@ def _run_row(suite, ds, row, method, task, storage, device, cache_dir, seeds, ba
     results = run_seeds(study, method, task, config, FinalSettings(
         seeds=row_seeds, epochs=epochs, device=device, amp=suite.amp, cache_dir=cache_dir,
         artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
+        calibrate=row.calibrate, shifts=parse_shifts(suite.shifts), ood=parse_ood(suite.ood),
     ), on_seed=lambda seed, r: bars.update(bar, advance=1))
     bars.update(bar, completed=n_seeds)
     failed = [r for r in results.values() if r.get("status") != "ok"]

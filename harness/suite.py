@@ -10,6 +10,10 @@ A suite YAML::
     trials: 8          # tuning trials per (method, data set)
     seeds: 3           # final re-runs of the best configuration
     epochs: 20         # training budget every method gets
+    shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
+    ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
+
+A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from typing import Any
 
 import yaml
 
+from harness.calibration import CALIBRATIONS
 from harness.errors import ConfigError
+from harness.shift import parse_ood, parse_shifts
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
@@ -50,7 +56,9 @@ class RowSpec:
 
     ``all_labels``: train on the full labelled train split even when the data set has a label
     budget (the ceiling row of semi-supervised tables). ``tune: false`` skips the search and uses
-    the method's default configuration (plus pinned ``params``).
+    the method's default configuration (plus pinned ``params``). ``calibrate: temperature`` fits a
+    temperature on the validation split after training and scores the calibrated test probabilities
+    (the uncalibrated ECE and NLL stay in the table beside them).
     """
 
     method: str
@@ -61,6 +69,7 @@ class RowSpec:
     seeds: int | None = None
     tune: bool = True
     all_labels: bool = False
+    calibrate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class Suite:
     device: str = "auto"
     amp: bool = True
     storage: str | None = None
+    shifts: Any = False
+    ood: Any = False
 
     def replace(self, **changes) -> Suite:
         return validate(dataclasses.replace(self, **changes))
@@ -113,6 +124,11 @@ def validate(suite: Suite) -> Suite:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"duplicate row names {', '.join(dupes)}: give each row its own `name`")
+    for row in suite.rows:
+        if row.calibrate is not None and row.calibrate not in CALIBRATIONS:
+            raise ConfigError(f"{row.name}: unknown calibrate {row.calibrate!r} (known: {', '.join(CALIBRATIONS)})")
+    parse_shifts(suite.shifts)
+    parse_ood(suite.ood)
     for ds in suite.datasets:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
