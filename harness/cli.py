@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="suite name (default: the suite file's name, or 'run')")
     run.add_argument("--out", help="output folder (default results/<suite name>)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--cash", nargs="+", metavar="METHOD",
+                     help="also search the method itself among these, each with its own space (the row `cash`)")
+    run.add_argument("--objectives", help="comma-separated, from accuracy, ece, nll, brier, throughput; "
+                     "several → a multi-objective study and its Pareto front (no pruning)")
+    run.add_argument("--trial-timeout", type=float, help="seconds a tuning trial may run; past it the trial is a FAIL")
+    run.add_argument("--heartbeat", type=int, help="seconds between heartbeats of running trials (RDB storages; 10)")
+    run.add_argument("--max-retries", type=int, help="re-runs of a trial whose worker died (2)")
+
+    wk = sub.add_parser("worker", help="pull trials of one study in a shared storage until its budget is used")
+    wk.add_argument("--study", required=True, help="the study: SUITE/DATASET/ROW, as `harness run` named it")
+    wk.add_argument("--storage", required=True, help="the storage URL of the study (postgresql://..., FILE.journal)")
+    wk.add_argument("--n-trials", type=int, help="run at most this many trials here")
+    wk.add_argument("--out", help="where the tables go if this worker runs the seed re-runs (default results/<suite>)")
+    wk.add_argument("--device", help="run on this device here instead of the study's (auto, cpu, cuda:1)")
+    wk.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the study to be created (60)")
 
     rep = sub.add_parser("report", help="rebuild the tables of a suite from its study storage alone")
     rep.add_argument("--suite", help="suite name (default: every suite in the storage)")
@@ -128,21 +143,22 @@ def _search_spaces(registry) -> dict[str, str]:
     """Each method's space as ``name: distribution`` from a few random samples on a tiny task."""
     import optuna
 
+    from harness.conformance import TINY
     from harness.data import load_task
     from harness.search import failure_reason
 
     out: dict[str, str] = {}
     tasks: dict[str, Any] = {}
     for name, method in registry.methods.items():
-        kind = next((k for k in method.info.kinds if k in ("image", "tabular")), None)
+        kind = next((k for k in method.info.kinds if k in TINY), None)
         if kind is None:
-            out[name] = "(needs a graph task to sample)"
+            out[name] = f"(needs a {'/'.join(method.info.kinds)} task to sample)"
             continue
-        if kind not in tasks:
-            tasks[kind] = load_task(registry, "digits" if kind == "image" else "iris").without_test()
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         dists: dict[str, Any] = {}
         try:
+            if kind not in tasks:
+                tasks[kind] = load_task(registry, TINY[kind]).without_test()
             for _ in range(8):
                 trial = study.ask()
                 method.search_space(trial, tasks[kind])
@@ -184,20 +200,30 @@ def _suite_from_args(args, registry):
             raise ConfigError("give methods either on the command line or in --suite, not both")
         suite = load_suite(args.suite)
     else:
-        if not args.methods:
+        if not args.methods and not args.cash:
             raise ConfigError("name at least one method (see `harness plugins`) or give --suite FILE")
         names = registry.match_methods(args.methods)
-        suite = from_mapping({"name": args.name or "run", "datasets": args.dataset or ["digits"],
-                              "methods": names}, default_name="run")
+        suite = from_mapping({"name": args.name or "run", "datasets": args.dataset or ["digits"], "methods": names,
+                              **({"cash": registry.match_methods(args.cash)} if args.cash else {})},
+                             default_name="run")
     changes: dict[str, Any] = {}
     for flag, key in (("trials", "trials"), ("seeds", "seeds"), ("epochs", "epochs"), ("timeout", "timeout"),
                       ("storage", "storage"), ("sampler", "sampler"), ("pruner", "pruner"),
-                      ("sampler_seed", "sampler_seed"), ("data_seed", "data_seed"), ("device", "device")):
+                      ("sampler_seed", "sampler_seed"), ("data_seed", "data_seed"), ("device", "device"),
+                      ("trial_timeout", "trial_timeout"), ("heartbeat", "heartbeat"), ("max_retries", "max_retries")):
         value = getattr(args, flag)
         if value is not None:
             changes[key] = value
     if args.no_amp:
         changes["amp"] = False
+    if args.cash:
+        changes["cash"] = tuple(registry.match_methods(args.cash))
+    if args.objectives:
+        from harness.multiobjective import parse_objectives
+
+        changes["objectives"] = parse_objectives(args.objectives)
+        if len(changes["objectives"]) > 1 and args.pruner is None:
+            changes["pruner"] = "none"  # multi-objective studies cannot prune; a named pruner is refused
     if args.name:
         changes["name"] = args.name
     if args.suite and args.dataset:
@@ -229,6 +255,9 @@ def _cmd_run(args, registry, console) -> int:
 
     suite = _suite_from_args(args, registry)
     out = Path(args.out) if args.out else Path("results") / suite.name
+    if len(suite.objectives) > 1:
+        console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
+                      "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
     result = run_suite(suite, registry, out, console=console, progress=not args.no_progress)
     shown = display_frame(aggregate(per_seed_frame(result.rows)))
     table = Table(title=f"{suite.name}: test split, mean ± std over seeds")
@@ -238,6 +267,10 @@ def _cmd_run(args, registry, console) -> int:
         table.add_row(*[str(v) for v in r.tolist()])
     console.print(table)
     console.print(f"tables: {result.paths['summary_md']}  (per seed: {result.paths['per_seed_csv']})", highlight=False)
+    for key, path in result.paths.items():
+        if key.startswith(("cash_", "pareto_")) and key.endswith("_md"):
+            console.print(f"{'best trial per method' if key.startswith('cash_') else 'Pareto front'}: {path}",
+                          highlight=False)
     for o in result.outcomes:
         if o.status == "skipped":
             console.print(f"skipped {o.dataset} · {o.row}: {o.detail}", highlight=False)
@@ -260,11 +293,24 @@ def _cmd_report(args, registry, console) -> int:
     if not rows:
         raise ConfigError("the storage holds no harness results" + (f" for suite {args.suite!r}" if args.suite else ""))
     paths = write_tables(rows, out, collect_provenance(storage, args.suite), title=args.suite or rows[0]["suite"])
+    from harness.runner import write_study_extras
+
+    write_study_extras(storage, args.suite, out)
     console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}", highlight=False)
     return 0
 
 
-COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report}
+def _cmd_worker(args, registry, console) -> int:
+    from harness.worker import run_worker
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError(f"--n-trials must be a positive integer, got {args.n_trials}")
+    return run_worker(args.storage, args.study, args.plugin, console, n_trials=args.n_trials, out=args.out,
+                      device=args.device, wait_s=args.wait)
+
+
+COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
+            "worker": _cmd_worker}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

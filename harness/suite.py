@@ -91,9 +91,18 @@ class Suite:
     storage: str | None = None
     shifts: Any = False
     ood: Any = False
+    trial_timeout: float | None = None  # seconds per tuning trial; past it the trial is a FAIL
+    objectives: tuple[str, ...] = ("accuracy",)  # several → a multi-objective study (Pareto front)
+    cash: tuple[str, ...] = ()  # methods searched as one categorical choice: the row `cash`
+    heartbeat: int = 10  # seconds between a running trial's heartbeats (RDB storages)
+    max_retries: int = 2  # re-runs of a configuration whose worker died
 
     def replace(self, **changes) -> Suite:
         return validate(dataclasses.replace(self, **changes))
+
+    def all_rows(self) -> tuple[RowSpec, ...]:
+        """The table's rows: the listed methods, then ``cash`` when a CASH search is asked for."""
+        return self.rows + ((RowSpec(method="cash", name="cash"),) if self.cash else ())
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -116,8 +125,9 @@ def validate(suite: Suite) -> Suite:
         raise ConfigError(f"unknown pruner {suite.pruner!r} (known: {', '.join(PRUNERS)})")
     if suite.timeout is not None and suite.timeout <= 0:
         raise ConfigError(f"timeout must be positive, got {suite.timeout}")
-    if not suite.rows:
+    if not suite.rows and not suite.cash:
         raise ConfigError("no methods given")
+    _check_scaleout(suite)
     if not suite.datasets:
         raise ConfigError("no data sets given")
     names = [r.name for r in suite.rows]
@@ -133,6 +143,25 @@ def validate(suite: Suite) -> Suite:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
     return suite
+
+
+def _check_scaleout(suite: Suite) -> None:
+    from harness.multiobjective import parse_objectives
+
+    objectives = parse_objectives(suite.objectives)
+    if len(objectives) > 1 and suite.pruner != "none":
+        raise ConfigError(f"multi-objective studies cannot prune: use pruner none, not {suite.pruner!r}")
+    if len(objectives) > 1 and suite.sampler == "cmaes":
+        raise ConfigError("the cmaes sampler has one objective: use nsga2, tpe or random with several objectives")
+    if suite.trial_timeout is not None and (isinstance(suite.trial_timeout, bool) or suite.trial_timeout <= 0):
+        raise ConfigError(f"trial_timeout must be a positive number of seconds, got {suite.trial_timeout!r}")
+    _positive_int(suite.heartbeat, "heartbeat")
+    if isinstance(suite.max_retries, bool) or not isinstance(suite.max_retries, int) or suite.max_retries < 0:
+        raise ConfigError(f"max_retries must be a non-negative integer, got {suite.max_retries!r}")
+    if suite.cash and (len(suite.cash) < 2 or len(set(suite.cash)) != len(suite.cash)):
+        raise ConfigError(f"cash needs two or more different methods, got {', '.join(suite.cash)}")
+    if suite.cash and any(r.name == "cash" for r in suite.rows):
+        raise ConfigError("a row named `cash` clashes with the CASH row: rename it")
 
 
 _ROW_KEYS = {f.name for f in dataclasses.fields(RowSpec)}
@@ -171,10 +200,11 @@ def from_mapping(data: Any, default_name: str = "suite") -> Suite:
     if unknown:
         raise ConfigError(f"unknown suite key(s): {', '.join(sorted(unknown))}")
     datasets = data.get("datasets")
-    methods = data.get("methods")
+    methods = data.get("methods", [] if data.get("cash") else None)
     if not isinstance(datasets, list) or not isinstance(methods, list):
         raise ConfigError("a suite needs `datasets:` and `methods:` lists")
     rest = {k: v for k, v in data.items() if k not in ("datasets", "methods", "name")}
+    rest.update(_scaleout_keys(data))
     try:
         suite = Suite(
             name=str(data.get("name") or default_name),
@@ -185,6 +215,23 @@ def from_mapping(data: Any, default_name: str = "suite") -> Suite:
     except TypeError as exc:
         raise ConfigError(f"bad suite: {exc}") from None
     return validate(suite)
+
+
+def _scaleout_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``objectives`` and ``cash`` as tuples; several objectives turn pruning off unless a pruner
+    is named (then validation refuses it: multi-objective studies cannot prune)."""
+    from harness.multiobjective import parse_objectives
+
+    out: dict[str, Any] = {}
+    if "objectives" in data:
+        out["objectives"] = parse_objectives(data["objectives"])
+        if len(out["objectives"]) > 1 and "pruner" not in data:
+            out["pruner"] = "none"
+    if "cash" in data:
+        if not isinstance(data["cash"], list) or not all(isinstance(m, str) for m in data["cash"]):
+            raise ConfigError("`cash:` must be a list of method names")
+        out["cash"] = tuple(data["cash"])
+    return out
 
 
 def load_suite(path: str | Path) -> Suite:
