@@ -86,10 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--device", help="run on this device here instead of the study's (auto, cpu, cuda:1)")
     wk.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the study to be created (60)")
 
+    bench = sub.add_parser("bench", help="throughput table (timm-style) of each method's model")
+    bench.add_argument("methods", nargs="+", help="method names or patterns")
+    bench.add_argument("--dataset", default="digits")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--epochs", type=int, default=2, help="timed training epochs after a one-epoch warm-up")
+    bench.add_argument("--repeats", type=int, default=5, help="timed inference calls after a warm-up call")
+    bench.add_argument("--no-amp", action="store_true")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    bench.add_argument("--param", action="append", metavar="KEY=VALUE", help="pin a configuration value")
+    bench.add_argument("--out", help="output folder (default results/bench/<dataset>-<device>)")
+
     rep = sub.add_parser("report", help="rebuild the tables of a suite from its study storage alone")
     rep.add_argument("--suite", help="suite name (default: every suite in the storage)")
     rep.add_argument("--out", help="folder of the run (holds optuna.journal); tables are written there")
     rep.add_argument("--storage", help="storage URL if not the journal file in --out")
+    rep.add_argument("--study", action="append", metavar="NAME", help="only this study (repeatable)")
+    rep.add_argument("--html", metavar="PATH", help="the report page (default: index.html in --out)")
     return p
 
 
@@ -282,6 +295,8 @@ def _cmd_run(args, registry, console) -> int:
 
 def _cmd_report(args, registry, console) -> int:
     from harness.report.collect import collect_provenance, collect_rows
+    from harness.report.html import method_descriptions, write_report
+    from harness.report.plots import load_studies
     from harness.report.tables import write_tables
     from harness.search import make_storage
 
@@ -290,13 +305,24 @@ def _cmd_report(args, registry, console) -> int:
         raise ConfigError(f"no study storage found: {out / 'optuna.journal'} does not exist (give --out or --storage)")
     storage = make_storage(args.storage, out)
     rows = collect_rows(storage, args.suite)
+    studies = load_studies(storage, args.suite, names=args.study)
+    if args.study:
+        missing = sorted(set(args.study) - {r.study.study_name for r in studies})
+        if missing:
+            raise ConfigError(f"no harness study named {', '.join(map(repr, missing))} in the storage")
+        chosen = {(r.suite, r.dataset, r.method) for r in studies}
+        rows = [r for r in rows if (r["suite"], r["dataset"], r["method"]) in chosen]
     if not rows:
         raise ConfigError("the storage holds no harness results" + (f" for suite {args.suite!r}" if args.suite else ""))
-    paths = write_tables(rows, out, collect_provenance(storage, args.suite), title=args.suite or rows[0]["suite"])
+    provenance = collect_provenance(storage, args.suite)
+    paths = write_tables(rows, out, provenance, title=args.suite or rows[0]["suite"])
     from harness.runner import write_study_extras
 
     write_study_extras(storage, args.suite, out)
-    console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}", highlight=False)
+    page = write_report(rows, out, provenance, studies=studies, html_path=Path(args.html) if args.html else None,
+                        title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry))
+    console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {page['html']}",
+                  highlight=False)
     return 0
 
 
@@ -309,8 +335,36 @@ def _cmd_worker(args, registry, console) -> int:
                       device=args.device, wait_s=args.wait)
 
 
+def _cmd_bench(args, registry, console) -> int:
+    from rich.table import Table
+
+    from harness.bench import BenchSettings, run_bench
+    from harness.runner import resolve_device
+
+    for flag in ("epochs", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    methods = registry.match_methods(args.methods)
+    device = resolve_device(args.device)
+    registry.dataset(args.dataset)  # unknown names fail before any work
+    out = Path(args.out) if args.out else Path("results") / "bench" / f"{args.dataset}-{device.type}"
+    frame = run_bench(registry, methods, BenchSettings(
+        dataset=args.dataset, device=device, epochs=args.epochs, repeats=args.repeats, amp=not args.no_amp,
+        compile=args.compile, pinned=_params(args.param)), out)
+    table = Table(title=f"throughput on {args.dataset}, {device}")
+    cols = [c for c in ("method", "status", "train_samples_per_s", "train_step_ms", "infer_samples_per_s",
+                        "param_count", "peak_mem_mb", "reason") if c in frame.columns]
+    for c in cols:
+        table.add_column(c)
+    for _, r in frame.iterrows():
+        table.add_row(*[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in (r[c] for c in cols)])
+    console.print(table)
+    console.print(f"written: {out / 'bench.md'}")
+    return 2 if (frame["status"] == "FAIL").any() else 0
+
+
 COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
-            "worker": _cmd_worker}
+            "worker": _cmd_worker, "bench": _cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
