@@ -15,7 +15,7 @@ from harness.metrics import accuracy
 from harness.plugins import Registry, check_probabilities
 from harness.search import failure_reason
 
-TINY = {"image": "digits", "tabular": "iris"}
+TINY = {"image": "digits", "tabular": "iris", "graph": "cora"}
 
 
 @dataclass
