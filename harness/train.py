@@ -154,11 +154,16 @@ def train(
     ``step`` returns the scalar loss of one batch (``progress`` runs from 0 to 1 over training, for
     ramp-ups). Only ``params`` (default: the model's parameters that require grad) are optimised.
     ``val_fn`` is called after every epoch; its score drives ``ctx.report`` (pruning), early stopping
-    after ``cfg.patience`` epochs without improvement, and restoring the best weights at the end.
+    after ``cfg.patience`` epochs without improvement, and restoring the best weights at the end
+    (``ema``'s average too, when given).
     Raises :class:`DivergedError` when an epoch's loss is not finite.
     """
     model.to(ctx.device)
+    if ctx.device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)  # NHWC convolutions run on the tensor cores
     ctx.track(model, *extra_modules)
+    if ctx.compile:
+        step = torch.compile(step)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ConfigError("nothing to train: no parameter requires grad")
@@ -170,6 +175,7 @@ def train(
     gen = ctx.generator()
     history = History()
     best_score, best_state, bad_epochs = -math.inf, None, 0
+    best_ema = None
     started = time.perf_counter()
     done = 0
     for epoch in range(cfg.epochs):
@@ -202,6 +208,8 @@ def train(
                 best_score, bad_epochs, history.best_epoch = score, 0, epoch
                 if cfg.restore_best:
                     best_state = copy.deepcopy(model.state_dict())
+                    if ema is not None:  # the average belongs to the same best epoch as the weights
+                        best_ema = copy.deepcopy(ema.model.state_dict())
             else:
                 bad_epochs += 1
             ctx.report(epoch, score)
@@ -211,6 +219,8 @@ def train(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if best_ema is not None:
+        ema.model.load_state_dict(best_ema)
     history.seconds = time.perf_counter() - started
     return history
 
