@@ -15,6 +15,16 @@ TaskKind = Literal["image", "tabular", "graph"]
 TASK_KINDS: tuple[str, ...] = ("image", "tabular", "graph")
 
 
+def _move(t: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    """Copy to ``device``; host tensors bound for a GPU go through pinned memory (an asynchronous DMA)."""
+    if t is None:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @dataclass(frozen=True)
 class Split:
     """One split of a task.
@@ -37,8 +47,7 @@ class Split:
         return f"Split(n={len(self)}, x={tuple(self.x.shape)}, {labels}, device={self.x.device})"
 
     def to(self, device: torch.device | str) -> Split:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Split(move(self.x), move(self.y), move(self.index))
+        return Split(_move(self.x, device), _move(self.y, device), _move(self.index, device))
 
     def without_labels(self) -> Split:
         return Split(self.x, None, self.index)
