@@ -17,6 +17,10 @@ from harness.report.stats import bootstrap_ci
 METRICS = ("accuracy", "ece", "nll", "brier")
 LOWER_IS_BETTER = {"ece", "nll", "brier"}
 THROUGHPUT = ("train_samples_per_s", "infer_samples_per_s")
+# Aggregated like the headline metrics where rows have them (harness.evaluate: uncertainty, calibration).
+UNCERTAINTY = ("entropy", "mutual_information", "ece_uncalibrated", "nll_uncalibrated", "brier_uncalibrated",
+               "temperature")
+NESTED = ("reliability", "reliability_uncalibrated", "shift", "ood")  # reported by harness.report.uncertainty
 PER_SEED_COLUMNS = (
     "dataset", "method", "seed", "status", "reason", *METRICS, *THROUGHPUT, "fit_s", "infer_s",
     "params_total", "params_trainable", "trainable_fraction", "peak_mem_mb", "wall_s",
@@ -29,7 +33,8 @@ def per_seed_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per (data set, method, seed); extra columns a method recorded come last."""
     rows = [dict(r) for r in rows]
     for r in rows:
-        r.pop("reliability", None)
+        for key in NESTED:
+            r.pop(key, None)
         if isinstance(r.get("config"), dict):
             r["config"] = json.dumps(r["config"], sort_keys=True)
     frame = pd.DataFrame(rows)
@@ -57,7 +62,8 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
             continue
         row["status"] = "ok"
         numeric = [c for c in ok.columns if c.startswith("extra_") and pd.api.types.is_numeric_dtype(ok[c])]
-        for m in (*METRICS, *numeric):
+        present = [c for c in UNCERTAINTY if c in ok.columns and ok[c].notna().any()]
+        for m in (*METRICS, *present, *numeric):
             vals = ok[m].astype(float).to_numpy()
             lo, hi = bootstrap_ci(vals)
             row[f"{m}_mean"] = float(np.nanmean(vals))
@@ -111,6 +117,10 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             "trained %": _fmt(100 * r["trainable_fraction"], 1) if r.get("trainable_fraction") == r.get("trainable_fraction") else "–",
             "seeds": int(r["seeds"]),
         }
+        for c, label in (("entropy", "entropy"), ("mutual_information", "MI"), ("ece_uncalibrated", "ECE before TS"),
+                         ("nll_uncalibrated", "NLL before TS"), ("temperature", "T")):
+            if f"{c}_mean" in summary.columns and r[f"{c}_mean"] == r[f"{c}_mean"]:
+                row[label] = f"{_fmt(r[f'{c}_mean'], 4)} ± {_fmt(r[f'{c}_std'], 4)}"
         for c in summary.columns:
             if c.startswith("extra_") and c.endswith("_mean") and r[c] == r[c]:
                 name = c[len("extra_"):-len("_mean")]
@@ -180,4 +190,7 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path, provenance: dict[str
     )
     _atomic_write(paths["summary_html"], page)
     _atomic_write(paths["provenance_json"], json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+    from harness.report.uncertainty import write_uncertainty_reports  # it builds on this module
+
+    paths.update(write_uncertainty_reports(rows, out_dir))
     return paths
