@@ -72,22 +72,36 @@ def make_storage(url: str | None, out_dir: Path, heartbeat: int | None = None) -
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
+                return RDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(url), **beat)
         except Exception as exc:
             # Workers starting at once race to create the schema (duplicate key / relation exists);
-            # the loser finds it made on the next try. A refused connection gets the same few tries.
+            # the loser finds it made on the next try.
             if attempt == 3 or not _is_database_error(exc):
                 raise ConfigError(f"cannot open storage {redact(url)}: {_one_line(exc, url)}") from None
             time.sleep((0.25 * 2**attempt) * (1 + random.random()))
     raise AssertionError("unreachable")
 
 
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy 2.1 defaults to
+    psycopg 3, while many installations (and our ``postgres`` extra) have psycopg2."""
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+    return f"postgresql+{driver}://{rest}"
+
+
 def _is_database_error(exc: BaseException) -> bool:
+    """A conflict between processes creating the schema at once, worth another try."""
     try:
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
     except ImportError:
         return False
-    return isinstance(exc, DBAPIError)
+    return isinstance(exc, (IntegrityError, ProgrammingError)) or (
+        isinstance(exc, OperationalError) and "deadlock" in str(exc).lower())
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -196,22 +210,23 @@ def _heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
 def reap_dead_trials(study: optuna.Study, max_retries: int = 2) -> int:
     """Fail RUNNING trials whose worker is gone and queue their configuration again.
 
-    A worker is gone when it ran on this host and its process no longer exists, or (RDB storages
-    with a heartbeat) when its trial has sent no heartbeat for the grace period: it died, hung or
-    lost its database connection. Such failures are ``infrastructure`` failures; the same
+    With a heartbeat (RDB storages), a worker is gone when its trial has sent no heartbeat for the
+    grace period: it died, hung or lost its database connection, on whatever machine. Without one
+    (journal files), when it ran on this host and its process no longer exists. Such failures are ``infrastructure`` failures; the same
     configuration is retried at most ``max_retries`` times, after which the failure counts
     against the budget like a method failure. Safe to run from several processes at once: only the
     one whose state change wins queues the retry.
     """
     storage = study._storage
-    stale = set(storage._get_stale_trial_ids(study._study_id)) if _heartbeat_enabled(storage) else set()
+    beats = _heartbeat_enabled(storage)
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if beats else set()
     reaped = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
         pid = _local_worker(worker)
         if t._trial_id in stale:
             reason = f"worker {worker or '?'} stopped sending heartbeats (died, hung or lost its connection)"
-        elif pid is not None and pid != os.getpid() and not _pid_alive(pid):
+        elif not beats and pid is not None and pid != os.getpid() and not _pid_alive(pid):
             reason = f"worker {worker} died during the trial"
         else:
             continue
@@ -351,7 +366,7 @@ def tune(
     Other processes may work on the same study: the loop reaps trials of dead workers, and when
     live trials elsewhere will fill the budget it waits for them instead of starting more.
     """
-    from harness.worker import heartbeat
+    from harness.worker import ask, heartbeat
 
     if task.test is not None:
         raise ValueError("tuning must never see the test split: pass task.without_test()")
@@ -370,7 +385,7 @@ def tune(
         if used + _pending_elsewhere(study) >= settings.trials:
             time.sleep(poll)  # bounded: those trials finish, or stop beating and are reaped above
             continue
-        trial = study.ask()
+        trial = ask(study)
         trial.set_user_attr("worker", worker_id())
         ran += 1
         try:

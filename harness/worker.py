@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,14 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[N
         thread.join(timeout=30)
 
 
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()`` without Optuna's warning that heartbeats want ``Study.optimize``: the
+    ask-and-tell loops here run the heartbeat themselves (``heartbeat``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        return study.ask()
+
+
 @dataclass
 class FinalClaim:
     """The right to run a study's final phase, held until ``release``."""
@@ -104,7 +113,7 @@ def try_claim_final(study: optuna.Study, empty_is_dead: bool = False) -> FinalCl
                 return trials[0].user_attrs.get("worker", "?")
             continue  # released (COMPLETE) or its holder died (FAIL): the next generation is free
         lock = optuna.load_study(study_name=name, storage=storage)
-        trial = lock.ask()
+        trial = ask(lock)
         trial.set_user_attr("worker", worker_id())
         beat = heartbeat(storage, trial._trial_id)
         beat.__enter__()
@@ -151,11 +160,8 @@ def suite_from_spec(spec: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
-    suite = build(Suite, {k: v for k, v in spec.items() if k not in ("datasets", "rows")})
-    return validate(dataclasses.replace(
-        suite, datasets=tuple(build(DatasetSpec, d) for d in spec["datasets"]),
-        rows=tuple(build(RowSpec, r) for r in spec["rows"]),
-    ))
+    return validate(build(Suite, {**spec, "datasets": [build(DatasetSpec, d) for d in spec["datasets"]],
+                                  "rows": [build(RowSpec, r) for r in spec["rows"]]}))
 
 
 def load_meta(storage, study_name: str, wait_s: float) -> dict[str, Any]:
