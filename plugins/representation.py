@@ -1,0 +1,116 @@
+"""Self-supervised pre-training evaluated by a linear probe on the frozen encoder.
+
+* ``simclr``: contrastive pre-training on the training images without their labels (two augmented
+  views, projection head, NT-Xent loss; Chen et al., ICML 2020), then a linear probe trained on the
+  labelled training data with the encoder frozen. With a label budget, pre-training also sees
+  ``task.unlabeled``.
+* ``byol``: the non-contrastive sibling: an online network with a predictor regresses an EMA
+  target's projection of the other view, no negatives (Grill et al., NeurIPS 2020); same probe.
+* ``linear_probe``: the same probe on a randomly initialised frozen encoder, the row that shows what
+  pre-training bought.
+
+The encoder is any model of the registry (``cnn3`` at width 16 by default, ``cnn``, ``mlp``,
+``timm:<name>``; set
+``pretrained: true`` to start a timm model from weights already in the local hub cache). The
+probe's softmax gives the probabilities; the parameter columns count the frozen encoder and the
+probe, of which only the probe trains. Pre-trained encoders are cached under ``ctx.cache_dir`` by
+configuration, data and seed, so tuning the probe does not pre-train again.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness import hookimpl
+from harness.info import MethodInfo
+from harness.models import Classifier
+from harness.pretrain import (
+    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, SelfSupervised, build_network, cached_pretrain, data_digest,
+    encoder_spec, fit_probe, pretrain_self_supervised, stage_seed, suggest_probe,
+)
+from harness.task import Task
+from harness.train import predict_proba
+
+_ENCODER_DEFAULTS = {"model": "cnn3", "width": 16, "pretrained": False}
+_SSL_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "proj_dim", "views")
+OBJECTIVES = {"simclr": "contrastive", "byol": "byol"}
+
+
+@hookimpl
+def harness_methods() -> list[MethodInfo]:
+    probe = {**_ENCODER_DEFAULTS, **PROBE_DEFAULTS}
+    ssl = {**probe, **{k: PRETRAIN_DEFAULTS[k] for k in _SSL_KEYS}}
+    return [
+        MethodInfo("simclr", ("image",), "SimCLR contrastive pre-training (NT-Xent), then a linear probe on the "
+                   "frozen encoder", "Chen et al., A Simple Framework for Contrastive Learning of Visual "
+                   "Representations, ICML 2020", defaults={**ssl, "temperature": PRETRAIN_DEFAULTS["temperature"]}),
+        MethodInfo("byol", ("image",), "BYOL non-contrastive pre-training (online predictor vs EMA target), "
+                   "then a linear probe on the frozen encoder", "Grill et al., Bootstrap Your Own Latent, "
+                   "NeurIPS 2020", defaults={**ssl, "ema_decay": PRETRAIN_DEFAULTS["ema_decay"]}),
+        MethodInfo("linear_probe", ("image",), "linear probe on a randomly initialised frozen encoder "
+                   "(the no-pre-training baseline)", "Alain & Bengio, Understanding intermediate layers "
+                   "using linear classifier probes, 2016", defaults=probe),
+    ]
+
+
+@hookimpl
+def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"model": trial.suggest_categorical("model", ["cnn3", "cnn"]),
+                           "pretrained": trial.suggest_categorical("pretrained", [False])}
+    if cfg["model"] in ("cnn", "cnn3"):
+        cfg["width"] = trial.suggest_categorical("width", [16, 32])
+    cfg.update(suggest_probe(trial))
+    if method == "linear_probe":
+        return cfg
+    cfg["pretrain_epochs"] = trial.suggest_int("pretrain_epochs", 10, 40, step=5)
+    cfg["pretrain_lr"] = trial.suggest_float("pretrain_lr", 3e-4, 5e-3, log=True)
+    cfg["pretrain_batch_size"] = trial.suggest_categorical("pretrain_batch_size", [128, 256, 512])
+    cfg["pretrain_weight_decay"] = trial.suggest_float("pretrain_weight_decay", 1e-6, 1e-3, log=True)
+    cfg["proj_dim"] = trial.suggest_categorical("proj_dim", [32, 64, 128])
+    cfg["views"] = trial.suggest_categorical("views", list(VIEW_STRENGTHS))
+    if method == "simclr":
+        cfg["temperature"] = trial.suggest_float("temperature", 0.05, 1.0, log=True)
+    else:
+        cfg["ema_decay"] = trial.suggest_float("ema_decay", 0.9, 0.999, log=True)
+    return cfg
+
+
+def pretraining_images(task: Task) -> torch.Tensor:
+    """Every training image, labelled or not, in data-set order: the same tensor (and so the same
+    cache entry) whatever label budget splits it."""
+    parts = [task.train] + ([task.unlabeled] if task.unlabeled is not None else [])
+    x = torch.cat([p.x for p in parts])
+    if all(p.index is not None for p in parts):
+        x = x[torch.argsort(torch.cat([p.index for p in parts]))]
+    return x
+
+
+@hookimpl
+def harness_fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
+    model = build_network(config, task)
+    if method in OBJECTIVES:
+        objective = OBJECTIVES[method]
+        x = pretraining_images(task)
+        hflip = bool(task.meta.get("hflip", False))
+        stage = {k: config.get(k, PRETRAIN_DEFAULTS[k]) for k in _SSL_KEYS}
+        stage.update(temperature=config.get("temperature") if objective == "contrastive" else None,
+                     ema_decay=config.get("ema_decay") if objective == "byol" else None)
+
+        def build() -> SelfSupervised:
+            net = build_network(config, task)
+            return SelfSupervised(net.encoder, net.feature_dim, objective, proj_dim=int(stage["proj_dim"]))
+
+        ssl, _ = cached_pretrain(
+            build, lambda net, stage_ctx: pretrain_self_supervised(net, x, config, stage_ctx, hflip),
+            what={"stage": "self-supervised", "objective": objective, **encoder_spec(config), **stage,
+                  "hflip": hflip, "shape": list(task.input_shape)},
+            data=data_digest(x), seed=stage_seed(ctx), ctx=ctx,
+        )
+        model.encoder = ssl.encoder
+    return fit_probe(model, task, config, ctx)
+
+
+@hookimpl
+def harness_evaluate(method: str, fitted: Classifier, split, ctx) -> torch.Tensor:
+    return predict_proba(fitted, split.x, ctx)
