@@ -169,7 +169,9 @@ def run_suite(
         meta = summary.user_attrs.get(META_KEY)
         if meta and meta.get("suite") == suite.name:
             optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr("provenance", provenance)
-    paths = write_suite_tables(storage, suite, out_dir)
+    from harness.report.html import method_descriptions  # matplotlib loads only when a report is written
+
+    paths = write_suite_tables(storage, suite, out_dir, descriptions=method_descriptions(registry))
     rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in _wanted(suite)]
     return RunResult(out_dir=out_dir, rows=rows, outcomes=outcomes, paths=paths)
 
@@ -183,11 +185,19 @@ def _plugin_modules(registry: Registry) -> list[str]:
     return [name for name, rec in registry.plugins.items() if rec.source.startswith("module ")]
 
 
-def write_suite_tables(storage, suite: Suite, out_dir: Path) -> dict[str, Path]:
-    """The suite's tables from the storage alone, plus CASH and Pareto tables of its studies."""
+def write_suite_tables(storage, suite: Suite, out_dir: Path,
+                       descriptions: dict[str, dict[str, str]] | None = None) -> dict[str, Path]:
+    """The suite's tables from the storage alone, plus CASH and Pareto tables of its studies, and the
+    report page (``index.html``) with its statistics and figures."""
+    from harness.report.html import write_report
+    from harness.report.plots import load_studies
+
     rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in _wanted(suite)]
-    paths = write_tables(rows, out_dir, collect_provenance(storage, suite.name), title=suite.name)
+    provenance = collect_provenance(storage, suite.name)
+    paths = write_tables(rows, out_dir, provenance, title=suite.name)
     paths.update(write_study_extras(storage, suite.name, out_dir))
+    paths.update(write_report(rows, out_dir, provenance, studies=load_studies(storage, suite.name, _wanted(suite)),
+                              title=suite.name, descriptions=descriptions))
     return paths
 
 

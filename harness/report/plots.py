@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -109,7 +110,7 @@ def accuracy_vs_ece(summary: pd.DataFrame) -> Figure | None:
         return None
     colours = method_colours(ok["method"])
     datasets = list(dict.fromkeys(ok["dataset"]))
-    fig, axes = _panels(len(datasets))
+    fig, axes = _panels(len(datasets), width=7.0 if len(datasets) == 1 else 5.0, height=5.0 if len(datasets) == 1 else 4.0)
     for ax, ds in zip(axes.flat, datasets):
         for _, r in ok[ok["dataset"] == ds].iterrows():
             ax.errorbar(r["ece_mean"], 100 * r["accuracy_mean"], xerr=_err(r, "ece"), yerr=_err(r, "accuracy", 100),
@@ -190,6 +191,7 @@ def optimisation_history(records: list[StudyRecord], dataset: str) -> Figure | N
         maximise = multi or rec.study.direction == optuna.study.StudyDirection.MAXIMIZE
         best = (np.fmax if maximise else np.fmin).accumulate(np.where(np.isnan(ys), -np.inf if maximise else np.inf, ys))
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if rec.retrained is not None:
             chosen = [t for t in done if t.number == rec.retrained]
             if chosen:
