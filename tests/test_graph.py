@@ -150,3 +150,36 @@ def test_cli_run_on_a_planetoid_folder(cora_dir, tmp_path):
     summary = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert summary.accuracy_mean.item() > 0.70
     assert summary.train_samples_per_s.item() > 0
+
+
+def _write_planetoid(folder: Path, name: str, n_train: int, n_all: int, test_ids: list[int], dim: int = 6) -> None:
+    """A small graph in the Planetoid file format (rows of tx/ty in the order of ``test_ids``): labels
+    are node id modulo 3, the edges a ring."""
+    import pickle
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    onehot = lambda ids: np.eye(3)[np.asarray(ids) % 3]  # noqa: E731
+    feats = lambda n: sp.csr_matrix((rng.random((n, dim)) < 0.3).astype(np.float32))  # noqa: E731
+    parts = {"x": feats(n_train), "allx": feats(n_all), "tx": feats(len(test_ids)),
+             "y": onehot(range(n_train)), "ally": onehot(range(n_all)), "ty": onehot(test_ids)}
+    nodes = list(range(n_all)) + list(test_ids)
+    parts["graph"] = {a: [b] for a, b in zip(nodes, nodes[1:] + nodes[:1])}
+    folder.mkdir(parents=True)
+    for part, value in parts.items():
+        with open(folder / f"ind.{name}.{part}", "wb") as fh:
+            pickle.dump(value, fh)
+    (folder / f"ind.{name}.test.index").write_text("\n".join(map(str, test_ids)) + "\n")
+
+
+def test_citeseer_style_folder_pads_isolated_test_nodes(registry, tmp_path):
+    # CiteSeer's test ids have gaps (isolated nodes with no features); they get zero rows and no split.
+    test_ids = [520 + i for i in range(32) if i not in (5, 17)][::-1]
+    _write_planetoid(tmp_path / "cs", "citeseer", n_train=12, n_all=520, test_ids=test_ids)
+    task = load_task(registry, f"planetoid:{tmp_path / 'cs'}")
+    assert task.graph.num_nodes == 552 and task.sizes() == {"n_train": 12, "n_val": 500, "n_test": 30}
+    assert sorted(task.test.index.tolist()) == sorted(test_ids)
+    assert torch.equal(task.test.y, task.test.index % 3)
+    assert task.graph.x[[525, 537]].abs().sum() == 0
