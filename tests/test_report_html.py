@@ -113,8 +113,9 @@ def test_plugin_strings_are_shown_as_text(report):
 def test_statistics_and_files(report):
     out, paths, page = report
     comp = pd.read_csv(out / "comparisons.csv")
-    assert len(comp) == 2 * 3 * 4                       # data sets × pairs × metrics
-    assert set(comp["test"]) == {"paired t-test"} and (comp["n"] == 3).all()
+    assert len(comp) == (2 + 1) * 3 * 4                 # (data sets + across them) × pairs × metrics
+    assert set(comp["test"]) == {"paired t-test"}
+    assert set(comp.groupby("paired_over")["n"].unique().map(tuple)) == {(3,), (2,)}  # 3 seeds, 2 data sets
     acc = comp[(comp["metric"] == "accuracy") & (comp["method_a"] == "alpha") & (comp["method_b"] == EVIL)]
     assert (acc["better"] == EVIL).all()                # 10 points apart with a 1-point spread
     ranks = pd.read_csv(out / "ranks.csv")

@@ -161,9 +161,10 @@ def test_pairwise_comparisons_pair_by_seed_per_data_set():
     rows.append({"dataset": "d1", "method": "plain", "seed": 8, "status": "FAIL", "accuracy": None, "ece": None})
     comp = pairwise_comparisons(pd.DataFrame(rows), {"accuracy": "higher", "ece": "lower"})
     acc = comp[comp["metric"] == "accuracy"].set_index("dataset")
-    assert set(acc.index) == {"d1", "d2"}
+    assert set(acc.index) == {"d1", "d2", "all data sets"}
     d1 = acc.loc["d1"]
-    assert d1["n"] == 3 and d1["seeds"] == "1,2,3"         # seed 9 has no partner, seed 8 failed
+    assert d1["n"] == 3 and d1["pairs"] == "1,2,3"         # seed 9 has no partner, seed 8 failed
+    assert d1["paired_over"] == "seeds"
     assert d1["mean_diff"] == pytest.approx(0.05 - 0.002)
     ref = sps.ttest_rel([0.95, 0.90, 0.85], [0.901, 0.852, 0.803])
     assert d1["p_value"] == pytest.approx(ref.pvalue) and d1["better"] == "good"
@@ -171,6 +172,13 @@ def test_pairwise_comparisons_pair_by_seed_per_data_set():
     assert d2["better"] == "no significant difference" and d2["mean_diff"] < 0
     ece = comp[comp["metric"] == "ece"]
     assert (ece["p_value"] == 1.0).all() and (ece["better"] == "no significant difference").all()
+    # across data sets: paired by data set on the means over seeds (d1 includes good's unpartnered seed 9)
+    across = acc.loc["all data sets"]
+    assert across["paired_over"] == "data sets" and across["pairs"] == "d1,d2" and across["n"] == 2
+    good = {"d1": np.mean([0.85, 0.95, 0.90, 0.1]), "d2": np.mean([0.80, 0.90, 0.85])}
+    plain = {"d1": np.mean([0.803, 0.901, 0.852]), "d2": np.mean([0.803, 0.901, 0.852])}
+    ref = sps.ttest_rel([good["d1"], good["d2"]], [plain["d1"], plain["d2"]])
+    assert across["p_value"] == pytest.approx(ref.pvalue) and across["test"] == "paired t-test"
 
 
 def test_methods_text_says_which_test_on_how_many_seeds():

@@ -98,14 +98,14 @@ def table(frame: pd.DataFrame, sort_keys: pd.DataFrame | None = None, cls: str =
     head = "".join(f"<th scope='col'>{esc(c)}</th>" for c in frame.columns)
     classes = list(row_classes) if row_classes is not None else [""] * len(frame)
     body = []
+    keys = sort_keys.reset_index(drop=True) if sort_keys is not None else pd.DataFrame()
     for i, (_, r) in enumerate(frame.iterrows()):
         cells = []
-        for j, c in enumerate(frame.columns):
+        for c in frame.columns:
             attrs = " class='num'" if c in numeric else ""
-            if sort_keys is not None and c in sort_keys.columns:
-                key = _num(sort_keys.iloc[i][c])
-                if key is not None:
-                    attrs += f" data-v='{key!r}'"
+            key = _num(keys.at[i, c]) if c in keys.columns else None
+            if key is not None:
+                attrs += f" data-v='{min(max(key, -1e308), 1e308)!r}'"  # ±inf sorts at the ends
             cells.append(f"<td{attrs}>{esc(r[c])}</td>")
         cls_attr = f" class='{esc(classes[i])}'" if classes[i] else ""
         body.append(f"<tr{cls_attr}>" + "".join(cells) + "</tr>")
@@ -175,7 +175,8 @@ def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
     part = comp[comp["metric"] == metric].reset_index(drop=True)
     scale, digits, unit = (100.0, 2, " (pp)") if metric == "accuracy" else (1.0, 4, "")
     shown = pd.DataFrame({
-        "data set": part["dataset"], "method a": part["method_a"], "method b": part["method_b"], "seeds": part["n"],
+        "data set": part["dataset"], "method a": part["method_a"], "method b": part["method_b"],
+        "pairs": [f"{n} {unit_name}" for n, unit_name in zip(part["n"], part["paired_over"])],
         f"mean a − b{unit}": [_signed(v, digits, scale) for v in part["mean_diff"]],
         "95% CI (paired bootstrap)": [f"[{_signed(lo, digits, scale)}, {_signed(hi, digits, scale)}]"
                                       for lo, hi in zip(part["ci_low"], part["ci_high"])],
@@ -186,9 +187,9 @@ def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
     })
     keys = pd.DataFrame({f"mean a − b{unit}": part["mean_diff"], "95% CI (paired bootstrap)": part["ci_low"],
                          "statistic": part["statistic"], "p": part["p_value"], "p (Holm)": part["p_holm"],
-                         "effect size": part["effect"], "seeds": part["n"]})
+                         "effect size": part["effect"], "pairs": part["n"]})
     sig = ["sig" if b not in ("no significant difference", "no test") else "" for b in part["better"]]
-    return table(shown, keys, row_classes=sig, numeric=["seeds", f"mean a − b{unit}", "95% CI (paired bootstrap)",
+    return table(shown, keys, row_classes=sig, numeric=["pairs", f"mean a − b{unit}", "95% CI (paired bootstrap)",
                                                          "statistic", "p", "p (Holm)", "effect size"])
 
 

@@ -84,6 +84,9 @@ def paired_compare(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     nan = float("nan")
     if n < 2:
         return PairedResult(n, mean, lo, hi, test, nan, nan, nan, "", "too few pairs for a test")
+    # Differences at rounding level (means of equal values summed in another order) count as zero.
+    tol = 1e-12 * max(1.0, float(np.abs(a[keep]).max()), float(np.abs(b[keep]).max()))
+    d = np.where(np.abs(d) <= tol, 0.0, d)
     if np.all(d == 0):
         return PairedResult(n, 0.0, 0.0, 0.0, test, 0.0, 1.0, 0.0,
                             "rank-biserial r" if n >= WILCOXON_MIN_PAIRS else "d_z", "identical on every seed")
@@ -97,11 +100,11 @@ def paired_compare(a: Iterable[float], b: Iterable[float]) -> PairedResult:
                             float(res.statistic), float(res.pvalue), (w_plus - w_minus) / (w_plus + w_minus),
                             "rank-biserial r")
     sd = float(d.std(ddof=1))
-    if sd == 0:
+    if sd <= tol:
         # Every seed shows the same difference: no seed-to-seed variance to judge it against.
         return PairedResult(n, mean, lo, hi, test, math.copysign(math.inf, mean), nan, math.copysign(math.inf, mean),
                             "d_z", "the same difference on every seed: no seed variance, no test")
-    res = stats.ttest_rel(a[keep], b[keep])
+    res = stats.ttest_1samp(d, 0.0)  # the paired t-test: scipy.stats.ttest_rel(a, b) on the differences
     return PairedResult(n, mean, lo, hi, test, float(res.statistic), float(res.pvalue), mean / sd, "d_z")
 
 
@@ -124,35 +127,50 @@ def _ok_rows(per_seed: pd.DataFrame) -> pd.DataFrame:
     return per_seed[(per_seed["status"] == "ok") & per_seed["seed"].notna()]
 
 
-def pairwise_comparisons(per_seed: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
-    """Every pair of methods on every data set, paired by seed, for each metric.
+ACROSS = "all data sets"  # the data-set label of comparisons paired over data sets
 
-    ``mean_diff`` is a − b; ``better`` names the method ahead when the Holm-adjusted p-value (over the
-    pairs of one data set and metric) is below 0.05, else ``no significant difference``.
+
+def pairwise_comparisons(per_seed: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every pair of methods on every data set, paired by seed, for each metric; with several data
+    sets also every pair across data sets (``dataset = "all data sets"``), paired by data set on the
+    means over seeds.
+
+    ``mean_diff`` is a − b; ``pairs`` lists the seeds (or data sets) both methods have; ``better``
+    names the method ahead when the Holm-adjusted p-value (over the pairs of one data set and
+    metric) is below 0.05, else ``no significant difference``.
     """
     metrics = COMPARED if metrics is None else metrics
     ok = _ok_rows(per_seed)
+    methods = list(dict.fromkeys(ok["method"])) if not ok.empty else []
     out: list[dict[str, Any]] = []
-    for dataset, group in ok.groupby("dataset", sort=False):
-        methods = list(dict.fromkeys(group["method"]))
-        for metric, sense in metrics.items():
-            if metric not in group or group[metric].isna().all():
-                continue
+    for metric, sense in metrics.items():
+        if metric not in ok or ok[metric].isna().all():
+            continue
+        for dataset, group in ok.groupby("dataset", sort=False):
             wide = group.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
-            block: list[dict[str, Any]] = []
-            for i, ma in enumerate(methods):
-                for mb in methods[i + 1:]:
-                    if ma not in wide or mb not in wide:
-                        continue
-                    pair = wide[[ma, mb]].dropna()
-                    r = paired_compare(pair[ma], pair[mb])
-                    block.append({"dataset": dataset, "metric": metric, "better_is": sense, "method_a": ma,
-                                  "method_b": mb, **r.as_dict(), "seeds": ",".join(str(int(s)) for s in pair.index)})
-            for row, p_adj in zip(block, holm(r["p_value"] for r in block)):
-                row["p_holm"] = p_adj
-                row["better"] = _verdict(row, sense)
-            out.extend(block)
+            wide.index = [str(int(s)) for s in wide.index]
+            out.extend(_compare_all(wide, methods, dataset, metric, sense, "seeds"))
+        if ok["dataset"].nunique() > 1:
+            means = ok.groupby(["dataset", "method"], sort=False)[metric].mean().unstack("method")
+            out.extend(_compare_all(means, methods, ACROSS, metric, sense, "data sets"))
     return pd.DataFrame(out)
+
+
+def _compare_all(wide: pd.DataFrame, methods: list[str], dataset: str, metric: str, sense: str,
+                 paired_over: str) -> list[dict[str, Any]]:
+    """Each pair of columns of ``wide`` (rows: the pairing unit), Holm-adjusted together."""
+    block: list[dict[str, Any]] = []
+    present = [m for m in methods if m in wide]
+    for i, ma in enumerate(present):
+        for mb in present[i + 1:]:
+            pair = wide[[ma, mb]].dropna()
+            r = paired_compare(pair[ma], pair[mb])
+            block.append({"dataset": dataset, "metric": metric, "better_is": sense, "method_a": ma, "method_b": mb,
+                          **r.as_dict(), "paired_over": paired_over, "pairs": ",".join(map(str, pair.index))})
+    for row, p_adj in zip(block, holm(r["p_value"] for r in block)):
+        row["p_holm"] = p_adj
+        row["better"] = _verdict(row, sense)
+    return block
 
 
 def _verdict(row: dict[str, Any], sense: str) -> str:
@@ -266,7 +284,10 @@ def methods_text(per_seed: pd.DataFrame) -> str:
     if hi >= WILCOXON_MIN_PAIRS:
         text += ("With 6 or more pairs the two-sided Wilcoxon signed-rank test is used (effect size: matched-pairs "
                  "rank-biserial correlation). ")
-    text += ("Every difference comes with the 95 % percentile-bootstrap CI of its mean (resampling seed pairs); "
+    if n_ds > 1:
+        text += ("Each pair is also compared across all data sets, paired by data set on the means over seeds, "
+                 f"with the same rule on the number of data sets ({n_ds}: {paired_test_name(n_ds)}). ")
+    text += ("Every difference comes with the 95 % percentile-bootstrap CI of its mean (resampling the pairs); "
              "p-values are Holm-adjusted over the pairs of one data set and metric, and a method is called better "
              "when the adjusted p is below 0.05. Across data sets, methods are ranked per data set by their mean "
              "(1 = best) and compared by average rank with the Friedman test (χ², and the Iman–Davenport F) and "
@@ -275,5 +296,5 @@ def methods_text(per_seed: pd.DataFrame) -> str:
 
 
 __all__ = ["bootstrap_ci", "paired_compare", "paired_test_name", "PairedResult", "holm", "pairwise_comparisons",
-           "average_ranks", "RankResult", "nemenyi_critical_difference", "methods_text", "COMPARED",
+           "average_ranks", "RankResult", "nemenyi_critical_difference", "methods_text", "COMPARED", "ACROSS",
            "WILCOXON_MIN_PAIRS"]
