@@ -278,6 +278,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             "spec": suite_spec(suite), "plugin_modules": list(plugin_modules),
         })
         study.set_user_attr("provenance", provenance or {})
+        if isinstance(storage, optuna.storages.RDBStorage) and not storage.url.startswith("sqlite"):
+            say(f"more workers may join: harness worker --study '{study.study_name}' --storage URL")
     label = f"{ds.label} · {row.name}"
     tune_task = task.without_test()
     if row.tune:

@@ -265,16 +265,23 @@ def budget_used(study: optuna.Study) -> int:
     return sum(counts_against_budget(t) for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _pending_elsewhere(study: optuna.Study) -> int:
+def _pending_elsewhere(study: optuna.Study, first_seen: dict[int, float]) -> int:
     """RUNNING trials of other live workers that will finish or be reaped: every one when the
-    storage has heartbeats, else those of live processes on this host."""
-    beats = _heartbeat_enabled(study._storage)
+    storage has heartbeats, else those of live processes on this host.
+
+    A trial whose worker died before its first heartbeat is never stale to Optuna; ``first_seen``
+    (trial id → when this process first saw it running) lets such a trial stop counting after
+    twelve heartbeat intervals, so nobody waits for it forever.
+    """
+    interval = getattr(study._storage, "heartbeat_interval", None) if _heartbeat_enabled(study._storage) else None
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = _local_worker(t.user_attrs.get("worker", ""))
         if pid == os.getpid():
             continue
-        if beats or (pid is not None and _pid_alive(pid)):
+        if interval:
+            n += time.monotonic() - first_seen.setdefault(t._trial_id, time.monotonic()) < 12 * interval
+        elif pid is not None and _pid_alive(pid):
             n += 1
     return n
 
@@ -373,6 +380,7 @@ def tune(
     started = time.monotonic()
     poll = float(getattr(study._storage, "heartbeat_interval", None) or 0.5)
     ran = 0
+    first_seen: dict[int, float] = {}
     while True:
         reap_dead_trials(study, settings.max_retries)
         used = budget_used(study)
@@ -382,7 +390,7 @@ def tune(
             break
         if settings.max_trials is not None and ran >= settings.max_trials:
             break
-        if used + _pending_elsewhere(study) >= settings.trials:
+        if used + _pending_elsewhere(study, first_seen) >= settings.trials:
             time.sleep(poll)  # bounded: those trials finish, or stop beating and are reaped above
             continue
         trial = ask(study)

@@ -2,6 +2,7 @@
 the seed phase, dead workers' trials retried, Ctrl-C and time limits recorded, passwords hidden."""
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import signal
@@ -16,13 +17,14 @@ import pandas as pd
 import pytest
 import torch
 from optuna.trial import TrialState
+from rich.console import Console
 
 from harness.cli import main
 from harness.plugins import load_plugins
 from harness.runner import open_study, run_suite
 from harness.search import TuneSettings, budget_used, make_storage, reap_dead_trials, tune
 from harness.suite import from_mapping
-from harness.worker import FinalClaim, suite_from_spec, suite_spec, try_claim_final
+from harness.worker import FinalClaim, run_worker, suite_from_spec, suite_spec, try_claim_final
 
 from conftest import harness_env
 
@@ -181,6 +183,13 @@ def test_interrupting_a_worker_leaves_its_trial_failed_and_queued(tmp_path):
     assert trials[1].user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
     assert trials[1].user_attrs["fail_kind"] == "infrastructure"
     assert trials[2].user_attrs["retry_of"] == 1
+
+    # A worker given one trial takes the queued retry, and leaves the seed phase to whoever ends the search.
+    console = Console(file=io.StringIO(), width=200)
+    assert run_worker(str(out / "optuna.journal"), "int/digits/paced", [], console, n_trials=1) == 0
+    assert "2 of 3 trials done" in console.file.getvalue()
+    trials = optuna.load_study(study_name="int/digits/paced", storage=storage).trials
+    assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[1].params
 
 
 def test_passwords_never_reach_the_output(tmp_path, capsys):
