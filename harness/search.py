@@ -356,7 +356,7 @@ def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) 
     elapsed = time.perf_counter() - started
     probs = check_probabilities(probs, len(task.val), task.num_classes, method.name)
     metrics = classification_metrics(probs, task.val.y)
-    metrics["infer_samples_per_s"] = len(task.val) / elapsed if elapsed > 0 else float("inf")
+    metrics["infer_samples_per_s"] = len(task.val) / max(elapsed, 1e-9)
     return objective_value(metrics), metrics
 
 
@@ -410,8 +410,16 @@ def tune(
             raise
         except Exception as exc:  # a plugin is third-party code: any failure is its trial's FAIL
             trial.set_user_attr("fail_reason", failure_reason(exc))
-            trial.set_user_attr("fail_kind", "method")
-            frozen = study.tell(trial, state=TrialState.FAIL)
+            if _lost_connection(exc):  # the storage went away mid-trial: not the method's fault
+                retries = int(trial.user_attrs.get("retries", 0))
+                trial.set_user_attr("fail_kind", "infrastructure")
+                trial.set_user_attr("retries_exhausted", retries >= settings.max_retries)
+                frozen = study.tell(trial, state=TrialState.FAIL)
+                if trial.params and retries < settings.max_retries:
+                    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+            else:
+                trial.set_user_attr("fail_kind", "method")
+                frozen = study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr("val", metrics)
             values = objective_values(metrics, settings.objectives)
@@ -423,6 +431,17 @@ def tune(
                 frozen = study.tell(trial, values if len(values) > 1 else values[0])
         if on_trial is not None:
             on_trial(frozen)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """An error of the storage's connection (raised inside a trial by its reports), not of the method."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return True
+    try:
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    except ImportError:
+        return False
+    return isinstance(exc, (DisconnectionError, InterfaceError, OperationalError))
 
 
 def failure_reason(exc: BaseException) -> str:
