@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     overhead_df.to_csv(out / "overhead.csv", index=False)
     throughput_df.to_csv(out / "throughput.csv", index=False)
     provenance = {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name if argv is None else "storage_throughput.py",
+        "command": " ".join(shlex.quote(a) for a in ["python", "benchmarks/storage_throughput.py",
                                                      *(sys.argv[1:] if argv is None else argv)]),
         "git_commit": git_commit(REPO), "started_at": started_at, "finished_at": now(), "hardware": hardware(),
         "load_average_1_5_15_min": {"before": [round(x, 2) for x in load_before],

@@ -231,6 +231,8 @@ def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_
     if outcome.status in ("ok", "partial", "FAIL") and outcome.ran_final:
         paths = write_suite_tables(storage, suite, out_dir)
         console.print(f"tables: {paths['summary_md']}", highlight=False)
+    elif outcome.status == "ok":
+        console.print(f"{study_name}: the search and its seed re-runs are complete", highlight=False)
     if outcome.status in ("FAIL", "partial"):
         console.print(f"harness: error: {meta['dataset']} · {meta['row']}: {outcome.detail}", highlight=False)
         return 2
