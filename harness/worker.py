@@ -87,7 +87,10 @@ class FinalClaim:
 
     def release(self, ok: bool = True) -> None:
         self._beat.__exit__(None, None, None)
-        self.lock.tell(self.trial, 1.0 if ok else None, state=TrialState.COMPLETE if ok else TrialState.FAIL)
+        try:
+            self.lock.tell(self.trial, 1.0 if ok else None, state=TrialState.COMPLETE if ok else TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # presumed dead and reaped meanwhile: the seed rows are written per seed all the same
 
 
 def try_claim_final(study: optuna.Study, empty_is_dead: bool = False) -> FinalClaim | str:

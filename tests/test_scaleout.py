@@ -14,7 +14,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 import torch
 from optuna.trial import TrialState
 from rich.console import Console
