@@ -48,7 +48,7 @@ def harness_methods() -> list[MethodInfo]:
         MethodInfo("adapters", ("image",), "residual bottleneck adapters (+ head) trained on a frozen backbone "
                    "pre-trained on a source task", "Rebuffi et al., Learning multiple visual domains with "
                    "residual adapters, NeurIPS 2017; Houlsby et al., ICML 2019",
-                   defaults={**_BASE, **_TARGET, "reduction": 8}),
+                   defaults={**_BASE, **_TARGET, "lr": 1e-2, "reduction": 4}),
         MethodInfo("finetune", ("image",), "fine-tune every weight of a backbone pre-trained on a source task",
                    "Yosinski et al., How transferable are features in deep neural networks?, NeurIPS 2014",
                    defaults={**_BASE, **_TARGET, "lr": 1e-3}),

@@ -81,3 +81,12 @@ def test_linear_probe_leaves_the_random_encoder_untouched(registry, digits, tmp_
     for (name, value), (_, init) in zip(fitted.encoder.state_dict().items(), fresh.encoder.state_dict().items()):
         assert torch.equal(value, init), name  # weights and BatchNorm statistics alike
     assert not list((tmp_path / "pretrain").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_simclr_on_a_timm_backbone(registry, digits, tmp_path):
+    config = {**TINY, "model": "timm:resnet10t", "pretrain_epochs": 1, "probe_epochs": 20}
+    fitted, ctx, acc = _fit(registry, "simclr", digits, config, tmp_path)
+    assert acc > 0.3, acc  # one epoch of pre-training on 8×8 images; chance is 0.1
+    total, trainable = ctx.parameter_counts()
+    assert trainable == fitted.feature_dim * 10 + 10 and total > 1_000_000
