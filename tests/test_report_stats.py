@@ -78,7 +78,8 @@ def test_wilcoxon_with_enough_seeds_matches_scipy_and_hand_worked_values():
 
 def test_constant_difference_has_no_test_and_one_pair_none():
     r = paired_compare([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
-    assert math.isnan(r.p_value) and "same difference" in r.note
+    assert math.isnan(r.p_value) and math.isnan(r.effect) and "same difference" in r.note
+    assert r.mean_diff == pytest.approx(0.1) and (r.ci_low, r.ci_high) == pytest.approx((0.1, 0.1))
     one = paired_compare([0.5], [0.4])
     assert one.n == 1 and math.isnan(one.p_value)
     with pytest.raises(ValueError):

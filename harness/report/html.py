@@ -15,12 +15,15 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+import optuna
 import pandas as pd
 
 from harness.metrics import ECE_DEFINITION
 from harness.report import plots
 from harness.report.latex import ranks_latex, summary_latex
-from harness.report.stats import COMPARED, RankResult, average_ranks, methods_text, pairwise_comparisons
+from harness.report.stats import (
+    COMPARED, NO_VARIANCE, RankResult, average_ranks, methods_text, pairwise_comparisons,
+)
 from harness.report.tables import _atomic_write, aggregate, display_frame, per_seed_frame
 
 RANKED = ("accuracy", "ece")  # metrics with ranks, Friedman test and CD diagram on the page
@@ -293,7 +296,9 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
             f"{ds}: objective of every trial on the validation split and the best so far; the star is the trial "
             "re-trained over seeds.")
         importances = {r.method: plots.param_importances(r.study) for r in studies if r.dataset == ds}
-        add("tuning", plots.importance_figure(importances, ds), f"importance_{_safe(ds)}",
+        trials = {r.method: len(r.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+                  for r in studies if r.dataset == ds}
+        add("tuning", plots.importance_figure(importances, ds, trials), f"importance_{_safe(ds)}",
             f"parameter importance, {ds}", "fANOVA importance (optuna.importance, seed 0) of each parameter for the "
             "objective; methods with fewer than 2 completed trials or nothing tuned are left out.")
     for rec in studies:
@@ -392,6 +397,10 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
             if metric not in set(comp["metric"]):
                 continue
             body = comparisons_table(comp, metric)
+            if (comp.loc[comp["metric"] == metric, "note"] == NO_VARIANCE).any():
+                body += ("<p class='muted'>“No test”: both methods gave the same result on every seed (e.g. a "
+                         "deterministic method on fixed splits), so the difference is the same on every pair and "
+                         "the seeds carry no evidence about it beyond its size.</p>")
             head = f"Pairwise comparisons: {esc(METRIC_LABEL[metric])} ({'higher' if COMPARED[metric] == 'higher' else 'lower'} is better)"
             if metric in PAGE_COMPARED:
                 stat_parts.append(f"<h3>{head}</h3>" + body)

@@ -53,7 +53,7 @@ def summary_latex(summary: pd.DataFrame, caption: str = "", label: str = "tab:re
                     cells.append("--")
                     continue
                 text = f"{scale * mean:.{digits}f}"
-                if mean == best[col]:
+                if text == f"{scale * best[col]:.{digits}f}":  # ties as printed are all bold
                     text = r"\textbf{" + text + "}"
                 cells.append(f"{text} $\\pm$ {scale * std:.{digits}f}")
             cells += [_count(r.get("train_samples_per_s")), _count(r.get("infer_samples_per_s")), str(int(r["seeds"]))]

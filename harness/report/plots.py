@@ -220,16 +220,22 @@ def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
         return {}
 
 
-def importance_figure(importances: dict[str, dict[str, float]], dataset: str) -> Figure | None:
-    """Horizontal bars of parameter importance, one panel per method with importances."""
+def importance_figure(importances: dict[str, dict[str, float]], dataset: str,
+                      trials: dict[str, int] | None = None) -> Figure | None:
+    """Horizontal bars of parameter importance, one panel per method with importances (titled with
+    the number of completed trials they rest on, where given)."""
     items = [(m, imp) for m, imp in importances.items() if imp]
     if not items:
         return None
-    fig, axes = _panels(len(items), width=3.8, height=1.5 + 0.3 * max(len(i) for _, i in items), cols=4)
+    most = max(len(i) for _, i in items)
+    fig, axes = _panels(len(items), width=3.8, height=1.5 + 0.3 * most, cols=4)
     for ax, (method, imp) in zip(axes.flat, items):
         names = list(imp)[::-1]
-        ax.barh([label(n) for n in names], [imp[n] for n in names], color="tab:green")
-        ax.set_title(label(method), fontsize=9)
+        ax.barh(range(len(names)), [imp[n] for n in names], height=0.6, color="tab:green")
+        ax.set_yticks(range(len(names)), [label(n) for n in names])
+        ax.set_ylim(len(names) - most - 0.5, len(names) - 0.5)  # the most important at the top of every panel
+        n = (trials or {}).get(method)
+        ax.set_title(label(method) + (f" ({n} trials)" if n else ""), fontsize=9)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("importance (fANOVA)", fontsize=8)

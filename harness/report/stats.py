@@ -20,6 +20,7 @@ from scipy import stats
 # n <= 5 pairs; below this many pairs the test could never reject, so the paired t-test is used.
 WILCOXON_MIN_PAIRS = 6
 ALPHA = 0.05
+NO_VARIANCE = "the same difference on every pair: no variance to test it against"
 # Metrics compared head-to-head, and which way is better.
 COMPARED = {"accuracy": "higher", "ece": "lower", "nll": "lower", "brier": "lower"}
 
@@ -102,8 +103,7 @@ def paired_compare(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     sd = float(d.std(ddof=1))
     if sd <= tol:
         # Every seed shows the same difference: no seed-to-seed variance to judge it against.
-        return PairedResult(n, mean, lo, hi, test, math.copysign(math.inf, mean), nan, math.copysign(math.inf, mean),
-                            "d_z", "the same difference on every seed: no seed variance, no test")
+        return PairedResult(n, mean, lo, hi, test, nan, nan, nan, "d_z", NO_VARIANCE)
     res = stats.ttest_1samp(d, 0.0)  # the paired t-test: scipy.stats.ttest_rel(a, b) on the differences
     return PairedResult(n, mean, lo, hi, test, float(res.statistic), float(res.pvalue), mean / sd, "d_z")
 
