@@ -52,6 +52,12 @@ class CashMethod:
         self.info = MethodInfo("cash", kinds, "the method chosen by the search among " + ", ".join(names))
         self.plugin = ", ".join(dict.fromkeys(m.plugin for m in self.methods.values()))
 
+    def default_trials(self, task, pinned: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each method's default configuration as a first trial, so every method is tried once
+        at its paper settings before the sampler takes over."""
+        return [{"method": n, **{f"{n}:{k}": v for k, v in self.methods[n].info.defaults.items() if k not in pinned}}
+                for n in self.candidates(task) if self.methods[n].info.defaults]
+
     def candidates(self, task) -> list[str]:
         return [n for n, m in self.methods.items() if task.kind in m.info.kinds]
 

@@ -283,8 +283,12 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     label = f"{ds.label} · {row.name}"
     tune_task = task.without_test()
     if row.tune:
-        if method.info.defaults and not study.trials and not worker:
-            study.enqueue_trial({k: v for k, v in method.info.defaults.items() if k not in row.params})
+        if not study.trials and not worker:
+            if hasattr(method, "default_trials"):  # CASH: every method's defaults
+                for params in method.default_trials(tune_task, row.params):
+                    study.enqueue_trial(params)
+            elif method.info.defaults:
+                study.enqueue_trial({k: v for k, v in method.info.defaults.items() if k not in row.params})
         bar = bars.add(f"{label}: tuning", total=trials, completed=min(trials, budget_used(study)))
 
         def on_trial(t):

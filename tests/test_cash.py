@@ -61,6 +61,9 @@ def test_the_table_reports_the_winner_and_the_best_of_each_method(reg, tmp_path)
     assert set(per_method.method) == {"centroid", "logreg"}
     study = optuna.load_study(study_name="c/digits/cash", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    # Every method is tried first at its defaults.
+    assert study.trials[0].params == {"method": "centroid", "centroid:temperature": 1.0}
+    assert study.trials[1].params["method"] == "logreg"
     for _, row in per_method.iterrows():
         mine = [t.user_attrs["val"]["accuracy"] for t in study.trials
                 if t.state == TrialState.COMPLETE and t.params["method"] == row.method]
