@@ -97,7 +97,7 @@ def test_two_workers_on_the_journal_file_at_once(tmp_path):
     suite.write_text("name: two\ndatasets: [digits]\nmethods: [paced]\ntrials: 8\nseeds: 2\nepochs: 1\n"
                      "sampler: random\npruner: none\n")
     out = tmp_path / "out"
-    env = harness_env(HARNESS_TEST_SLEEP="0.4")
+    env = harness_env(HARNESS_TEST_SLEEP="0.8")
     run = subprocess.Popen([sys.executable, "-m", "harness.cli", "--plugin", "fixture_plugins.paced", "run", "--suite",
                             str(suite), "--out", str(out), "--no-progress"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
