@@ -165,8 +165,9 @@ def _trial_value(study: optuna.Study, t: optuna.trial.FrozenTrial) -> float:
 
 
 def optimisation_history(records: list[StudyRecord], dataset: str) -> Figure | None:
-    """Objective per trial and best so far, one panel per method of a data set."""
-    recs = [r for r in records if r.dataset == dataset]
+    """Objective per trial and best so far, one panel per tuned method of a data set (a row whose
+    configuration was pinned has no trials and no panel)."""
+    recs = [r for r in records if r.dataset == dataset and r.study.get_trials(deepcopy=False)]
     if not recs:
         return None
     fig, axes = _panels(len(recs), width=3.8, height=3.0, cols=4)
@@ -190,7 +191,8 @@ def optimisation_history(records: list[StudyRecord], dataset: str) -> Figure | N
                        marker="x", color="0.6", label="pruned (last report)")
         maximise = multi or rec.study.direction == optuna.study.StudyDirection.MAXIMIZE
         best = (np.fmax if maximise else np.fmin).accumulate(np.where(np.isnan(ys), -np.inf if maximise else np.inf, ys))
-        ax.step(xs, best, where="post", color="tab:red", label="best so far")
+        last = max(t.number for t in trials)  # carry the best on past the last completed trial
+        ax.step(np.append(xs, last), np.append(best, best[-1]), where="post", color="tab:red", label="best so far")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if rec.retrained is not None:
             chosen = [t for t in done if t.number == rec.retrained]
@@ -198,7 +200,9 @@ def optimisation_history(records: list[StudyRecord], dataset: str) -> Figure | N
                 ax.scatter([rec.retrained], [_trial_value(rec.study, chosen[0])], s=80, marker="*", color="tab:orange",
                            zorder=3, label="re-trained")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=6, loc="lower right")
+    with_legend = [ax for ax in axes.flat if ax.get_legend_handles_labels()[0]]
+    if with_legend:
+        with_legend[0].legend(fontsize=6, loc="lower right")
     fig.suptitle(f"{label(dataset)}: optimisation history on the validation split", fontsize=10)
     fig.tight_layout()
     return fig
