@@ -37,6 +37,10 @@ def _rows(datasets=("d1", "d2"), methods=METHODS, seeds=3):
                     params_trainable=1e4, trainable_fraction=1.0, config={"lr": 0.01}, n_train=100, n_val=20,
                     n_test=30, reliability={"count": [0] * 13 + [10, 20], "confidence": [None] * 13 + [0.9, 0.97],
                                             "accuracy": [None] * 13 + [0.8, 1.0]}))
+                if m == "alpha":
+                    rows[-1]["shift"] = [{"shift": "noise", "intensity": v, "accuracy": 0.8 - v, "ece": 0.05 + v / 4,
+                                          "nll": 0.4 + v} for v in (0.1, 0.3)]
+                    rows[-1]["ood"] = {"noise": {"auroc_entropy": 0.9 + 0.01 * s, "auroc_max_prob": 0.85}}
     return rows
 
 
@@ -95,7 +99,7 @@ def test_page_is_self_contained(report):
     script = page.split("<script>")[1].split("</script>")[0]
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"script-src 'sha256-{digest}'" in page and "default-src 'none'" in page
-    for section in ("summary", "statistics", "plots", "tuning", "pareto", "methods", "seeds", "provenance"):
+    for section in ("summary", "statistics", "plots", "shift", "tuning", "pareto", "methods", "seeds", "provenance"):
         assert f"<section id='{section}'>" in page
     assert page.count("class='sortable'") >= 5
 
@@ -124,8 +128,10 @@ def test_statistics_and_files(report):
     assert "Friedman test" in page and "Nemenyi critical difference" in page
     assert "paired t-test" in page and "3 seeds per method" in page and "cannot reach p &lt; 0.05" in page
     assert "critical-difference diagram, accuracy" in page and "Pareto front, d1 multi" in page
+    assert "calibration under shift, d1" in page and "<td class='num' data-v='0.91'>0.910 ± 0.010</td>" in page
     for key in ("plot:accuracy_vs_ece", "plot:accuracy_vs_throughput", "plot:cd_accuracy", "plot:history_d1",
-                "plot:importance_d1", "plot:pareto_d1_multi", "reliability_png:d1", "summary_tex", "ranks_tex:accuracy"):
+                "plot:importance_d1", "plot:pareto_d1_multi", "reliability_png:d1", "shift_png:d1", "summary_tex",
+                "ranks_tex:accuracy"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     tex = (out / "summary.tex").read_text()
     assert tex.count(r"\textbf{") >= 2 * 4 and r"\begin{tabular}" in tex and r"\bottomrule" in tex

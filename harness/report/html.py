@@ -262,10 +262,11 @@ def methods_html(per_seed: pd.DataFrame, descriptions: dict[str, dict[str, str]]
 def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[plots.StudyRecord],
              rank_results: dict[str, RankResult | None], out_dir: Path) -> tuple[dict[str, list[str]], dict[str, Path]]:
     """Every figure as embedded HTML by section, and the PNG files written."""
-    from harness.report.uncertainty import plot_reliability, reliability_frame
+    from harness.report.uncertainty import ood_frame, plot_reliability, plot_shift, reliability_frame, shift_frame
 
     fig_dir = out_dir / "plots"
-    html_by: dict[str, list[str]] = {"overview": [], "reliability": [], "tuning": [], "pareto": [], "ranks": []}
+    html_by: dict[str, list[str]] = {"overview": [], "reliability": [], "tuning": [], "pareto": [], "ranks": [],
+                                     "shift": []}
     paths: dict[str, Path] = {}
 
     def add(section: str, fig, name: str, alt: str, caption: str = "") -> None:
@@ -291,6 +292,25 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
             html_by["reliability"].append(_img(path.read_bytes(), f"reliability diagrams, {ds}",
                                                f"{ds}: pooled over seeds; {ECE_DEFINITION}."))
             paths[f"reliability_png:{ds}"] = path
+    shift = shift_frame(rows)
+    for ds in dict.fromkeys(shift["dataset"]) if not shift.empty else ():
+        path = out_dir / f"shift_{_safe(ds)}.png"  # the uncertainty tables' file, drawn afresh as above
+        plot_shift(shift, path, ds)
+        html_by["shift"].append(_img(path.read_bytes(), f"calibration under shift, {ds}",
+                                     f"{ds}: accuracy, ECE and NLL (mean ± std over seeds) on shifted copies of the "
+                                     "test split; intensity 0 is the clean split."))
+        paths[f"shift_png:{ds}"] = path
+    ood = ood_frame(rows)
+    if not ood.empty:
+        scores = [c for c in ood.columns if c.startswith("auroc_") and c.endswith("_mean")]
+        shown = pd.DataFrame({"data set": ood["dataset"], "method": ood["method"], "OOD set": ood["ood_set"],
+                              **{f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}":
+                                 [f"{m:.3f} ± {sd:.3f}" if m == m else "–" for m, sd in zip(ood[c], ood[c[:-5] + "_std"])]
+                                 for c in scores}, "seeds": ood["seeds"]})
+        keys = pd.DataFrame({f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}": ood[c] for c in scores})
+        html_by["shift"].append("<h3>Out-of-distribution detection</h3><p class='muted'>AUROC (mean ± std over seeds) "
+                                "of telling each OOD set from the test split by an uncertainty score; 0.5 is chance."
+                                "</p>" + table(shown, keys, numeric=[*keys.columns, "seeds"]))
     for ds in dict.fromkeys(r.dataset for r in studies):
         add("tuning", plots.optimisation_history(studies, ds), f"history_{_safe(ds)}", f"optimisation history, {ds}",
             f"{ds}: objective of every trial on the validation split and the best so far; the star is the trial "
@@ -412,6 +432,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         fig_html += "<h3>Reliability diagrams</h3>" + "".join(figures["reliability"])
     if fig_html:
         sections.append(("plots", "Plots", fig_html))
+    if figures["shift"]:
+        sections.append(("shift", "Shift and OOD", "".join(figures["shift"])))
     if figures["tuning"]:
         sections.append(("tuning", "Tuning", "".join(figures["tuning"])))
     if figures["pareto"]:
