@@ -320,7 +320,7 @@ def _cmd_report(args, registry, console) -> int:
 
     write_study_extras(storage, args.suite, out)
     page = write_report(rows, out, provenance, studies=studies, html_path=Path(args.html) if args.html else None,
-                        title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry))
+                        title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry), drawn=paths)
     console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {page['html']}",
                   highlight=False)
     return 0

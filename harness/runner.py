@@ -197,7 +197,7 @@ def write_suite_tables(storage, suite: Suite, out_dir: Path,
     paths = write_tables(rows, out_dir, provenance, title=suite.name)
     paths.update(write_study_extras(storage, suite.name, out_dir))
     paths.update(write_report(rows, out_dir, provenance, studies=load_studies(storage, suite.name, _wanted(suite)),
-                              title=suite.name, descriptions=descriptions))
+                              title=suite.name, descriptions=descriptions, drawn=paths))
     return paths
 
 

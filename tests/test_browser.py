@@ -129,7 +129,8 @@ def test_hostile_name_is_text_images_decode_and_headers_sort(chromium, pages, tm
     window.addEventListener("load", function () {
       var imgs = Array.prototype.slice.call(document.images);
       document.body.setAttribute("data-images", imgs.length);
-      document.body.setAttribute("data-decoded", imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length);
+      var decoded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+      document.body.setAttribute("data-decoded", decoded.length);
       var t = document.querySelector("#summary table"), heads = t.querySelectorAll("th");
       function col(i, attr) {
         return Array.prototype.map.call(t.tBodies[0].rows, function (r) {

@@ -131,13 +131,14 @@ SUMMARY_SORT = {"accuracy %": "accuracy_mean", "95% CI": "accuracy_ci_low", "ECE
                 "Brier": "brier_mean", "train samples/s": "train_samples_per_s",
                 "infer samples/s": "infer_samples_per_s", "params": "params_total", "trained %": "trainable_fraction",
                 "seeds": "seeds", "entropy": "entropy_mean", "MI": "mutual_information_mean",
-                "ECE before TS": "ece_uncalibrated_mean", "NLL before TS": "nll_uncalibrated_mean", "T": "temperature_mean"}
+                "ECE before TS": "ece_uncalibrated_mean", "NLL before TS": "nll_uncalibrated_mean",
+                "T": "temperature_mean"}
 
 
 def summary_table(summary: pd.DataFrame) -> str:
     shown = display_frame(summary)
-    keys = pd.DataFrame({c: summary[SUMMARY_SORT[c]].to_numpy() if SUMMARY_SORT.get(c) in summary else [None] * len(summary)
-                         for c in shown.columns})
+    keys = pd.DataFrame({c: summary[SUMMARY_SORT[c]].to_numpy() if SUMMARY_SORT.get(c) in summary
+                         else [None] * len(summary) for c in shown.columns})
     for c in shown.columns:
         if c.startswith(("data set", "method", "note")) or c in SUMMARY_SORT:
             continue
@@ -145,7 +146,8 @@ def summary_table(summary: pd.DataFrame) -> str:
         if extra in summary:
             keys[c] = summary[extra].to_numpy()
     fails = ["fail" if s != "ok" else "" for s in summary["status"]]
-    return table(shown, keys, row_classes=fails, numeric=[c for c in shown.columns if c not in ("data set", "method", "note")])
+    numeric = [c for c in shown.columns if c not in ("data set", "method", "note")]
+    return table(shown, keys, row_classes=fails, numeric=numeric)
 
 
 def _p(v: Any) -> str:
@@ -209,7 +211,8 @@ def ranks_table(res: RankResult) -> str:
 
 def friedman_text(res: RankResult) -> str:
     direction = "higher" if COMPARED.get(res.metric, "higher") == "higher" else "lower"
-    text = (f"Ranked by mean {METRIC_LABEL.get(res.metric, res.metric)} over seeds per data set ({direction} is better; "
+    text = (f"Ranked by mean {METRIC_LABEL.get(res.metric, res.metric)} over seeds per data set "
+            f"({direction} is better; "
             f"rank 1 = best, ties share the mean rank); {res.n_methods} methods on {res.n_datasets} data set"
             f"{'s' * (res.n_datasets != 1)}.")
     if res.dropped:
@@ -237,8 +240,8 @@ def provenance_html(prov: dict[str, Any]) -> str:
     rows.append(("ECE", ECE_DEFINITION))
     rows.append(("throughput", "train samples/s = examples processed by the training loop / fit wall time "
                                "(validation included); infer samples/s = test examples / evaluate wall time"))
-    body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td><code>{esc(v if isinstance(v, str) else json.dumps(v, default=str))}"
-                   "</code></td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td><code>"
+                   f"{esc(v if isinstance(v, str) else json.dumps(v, default=str))}</code></td></tr>" for k, v in rows)
     return f"<table class='provenance'><tbody>{body}</tbody></table>"
 
 
@@ -247,21 +250,25 @@ def methods_html(per_seed: pd.DataFrame, descriptions: dict[str, dict[str, str]]
         return ""
     descriptions = descriptions or {}
     first = per_seed.drop_duplicates(["dataset", "method"])
+
+    def column(name: str) -> list[str]:
+        return first[name].fillna("").astype(str).tolist() if name in first else [""] * len(first)
+
+    names = column("plugin_method")
     shown = pd.DataFrame({
-        "data set": first["dataset"], "row": first["method"],
-        "plugin": first.get("plugin", pd.Series([""] * len(first))).fillna(""),
-        "method": first.get("plugin_method", first["method"]).fillna(""),
-        "description": [descriptions.get(m, {}).get("description", "") for m in first.get("plugin_method", first["method"])],
-        "citation": [descriptions.get(m, {}).get("citation", "") for m in first.get("plugin_method", first["method"])],
-        "tuned configuration (re-trained over seeds)": first.get("config", pd.Series([""] * len(first))).fillna(""),
+        "data set": column("dataset"), "row": column("method"), "plugin": column("plugin"), "method": names,
+        "description": [descriptions.get(m, {}).get("description", "") for m in names],
+        "citation": [descriptions.get(m, {}).get("citation", "") for m in names],
+        "tuned configuration (re-trained over seeds)": column("config"),
     })
     shown = shown.loc[:, [c for c in shown.columns if (shown[c].astype(str) != "").any()]]
     return table(shown.reset_index(drop=True))
 
 
 def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[plots.StudyRecord],
-             rank_results: dict[str, RankResult | None], out_dir: Path) -> tuple[dict[str, list[str]], dict[str, Path]]:
-    """Every figure as embedded HTML by section, and the PNG files written."""
+             rank_results: dict[str, RankResult | None], out_dir: Path,
+             drawn: dict[str, Path]) -> tuple[dict[str, list[str]], dict[str, Path]]:
+    """Every figure as embedded HTML by section, and the PNG files written (those in ``drawn`` are reused)."""
     from harness.report.uncertainty import ood_frame, plot_reliability, plot_shift, reliability_frame, shift_frame
 
     fig_dir = out_dir / "plots"
@@ -286,16 +293,19 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
     rel = reliability_frame(rows)
     if not rel.empty:
         for ds in dict.fromkeys(rel["dataset"]):
-            # The same file the uncertainty tables write; drawn here again so the page never embeds a stale one.
-            path = out_dir / f"reliability_{_safe(ds)}.png"
-            plot_reliability(rel, path, ds)
+            path = drawn.get(f"reliability_png:{ds}")
+            if path is None or not path.is_file():
+                path = out_dir / f"reliability_{_safe(ds)}.png"  # where the uncertainty tables put it
+                plot_reliability(rel, path, ds)
             html_by["reliability"].append(_img(path.read_bytes(), f"reliability diagrams, {ds}",
                                                f"{ds}: pooled over seeds; {ECE_DEFINITION}."))
             paths[f"reliability_png:{ds}"] = path
     shift = shift_frame(rows)
     for ds in dict.fromkeys(shift["dataset"]) if not shift.empty else ():
-        path = out_dir / f"shift_{_safe(ds)}.png"  # the uncertainty tables' file, drawn afresh as above
-        plot_shift(shift, path, ds)
+        path = drawn.get(f"shift_png:{ds}")
+        if path is None or not path.is_file():
+            path = out_dir / f"shift_{_safe(ds)}.png"
+            plot_shift(shift, path, ds)
         html_by["shift"].append(_img(path.read_bytes(), f"calibration under shift, {ds}",
                                      f"{ds}: accuracy, ECE and NLL (mean ± std over seeds) on shifted copies of the "
                                      "test split; intensity 0 is the clean split."))
@@ -305,7 +315,8 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
         scores = [c for c in ood.columns if c.startswith("auroc_") and c.endswith("_mean")]
         shown = pd.DataFrame({"data set": ood["dataset"], "method": ood["method"], "OOD set": ood["ood_set"],
                               **{f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}":
-                                 [f"{m:.3f} ± {sd:.3f}" if m == m else "–" for m, sd in zip(ood[c], ood[c[:-5] + "_std"])]
+                                 [f"{m:.3f} ± {sd:.3f}" if m == m else "–"
+                                  for m, sd in zip(ood[c], ood[c[:-5] + "_std"])]
                                  for c in scores}, "seeds": ood["seeds"]})
         keys = pd.DataFrame({f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}": ood[c] for c in scores})
         html_by["shift"].append("<h3>Out-of-distribution detection</h3><p class='muted'>AUROC (mean ± std over seeds) "
@@ -343,10 +354,13 @@ def method_descriptions(registry) -> dict[str, dict[str, str]]:
 
 def write_report(rows: list[dict[str, Any]], out_dir: Path, provenance: dict[str, Any], *,
                  studies: list[plots.StudyRecord] | None = None, html_path: Path | None = None, title: str = "",
-                 descriptions: dict[str, dict[str, str]] | None = None) -> dict[str, Path]:
+                 descriptions: dict[str, dict[str, str]] | None = None,
+                 drawn: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write the statistics (``comparisons.csv``, ``ranks.csv``), LaTeX tables (``summary.tex``,
     ``ranks_<metric>.tex``), the figures (``plots/``) and the page (``html_path``, default
-    ``out_dir/index.html``). ``descriptions`` maps a plugin's method name to its description and citation."""
+    ``out_dir/index.html``). ``descriptions`` maps a plugin's method name to its description and citation;
+    ``drawn`` holds the paths :func:`harness.report.tables.write_tables` returned for the same rows, whose
+    reliability and shift figures are embedded as they are rather than drawn twice."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = Path(html_path) if html_path else out_dir / "index.html"
@@ -368,7 +382,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, provenance: dict[str
         if res is not None and metric in RANKED and res.n_datasets >= 2:
             paths[f"ranks_tex:{metric}"] = out_dir / f"ranks_{metric}.tex"
             _atomic_write(paths[f"ranks_tex:{metric}"], ranks_latex(res, label=f"tab:ranks-{metric}"))
-    figures, fig_paths = _figures(rows, summary, studies, {m: ranked.get(m) for m in RANKED}, out_dir)
+    figures, fig_paths = _figures(rows, summary, studies, {m: ranked.get(m) for m in RANKED}, out_dir, drawn or {})
     paths.update(fig_paths)
     page = render_page(title, provenance, per_seed, summary, comp, ranked, figures, descriptions)
     html_path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,7 +435,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
                 body += ("<p class='muted'>“No test”: both methods gave the same result on every seed (e.g. a "
                          "deterministic method on fixed splits), so the difference is the same on every pair and "
                          "the seeds carry no evidence about it beyond its size.</p>")
-            head = f"Pairwise comparisons: {esc(METRIC_LABEL[metric])} ({'higher' if COMPARED[metric] == 'higher' else 'lower'} is better)"
+            head = (f"Pairwise comparisons: {esc(METRIC_LABEL[metric])} "
+                    f"({'higher' if COMPARED[metric] == 'higher' else 'lower'} is better)")
             if metric in PAGE_COMPARED:
                 stat_parts.append(f"<h3>{head}</h3>" + body)
             else:

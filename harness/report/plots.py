@@ -71,9 +71,10 @@ def method_colours(methods: Iterable[str]) -> dict[str, Any]:
 
 
 def save_png(fig: Figure, path: Path | None = None) -> bytes:
-    """Render ``fig`` to PNG (and to ``path`` if given), close it, return the bytes."""
+    """Render ``fig`` to PNG (and to ``path`` if given), close it, return the bytes. A figure marked
+    ``fig.harness_tight = True`` (text outside its axes) is cropped to what it draws."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if getattr(fig, "harness_tight", False) else None)
     plt.close(fig)
     data = buf.getvalue()
     if path is not None:
@@ -110,7 +111,8 @@ def accuracy_vs_ece(summary: pd.DataFrame) -> Figure | None:
         return None
     colours = method_colours(ok["method"])
     datasets = list(dict.fromkeys(ok["dataset"]))
-    fig, axes = _panels(len(datasets), width=7.0 if len(datasets) == 1 else 5.0, height=5.0 if len(datasets) == 1 else 4.0)
+    one = len(datasets) == 1
+    fig, axes = _panels(len(datasets), width=7.0 if one else 5.0, height=5.0 if one else 4.0)
     for ax, ds in zip(axes.flat, datasets):
         for _, r in ok[ok["dataset"] == ds].iterrows():
             ax.errorbar(r["ece_mean"], 100 * r["accuracy_mean"], xerr=_err(r, "ece"), yerr=_err(r, "accuracy", 100),
@@ -190,7 +192,8 @@ def optimisation_history(records: list[StudyRecord], dataset: str) -> Figure | N
             ax.scatter([t.number for t in pruned], [t.intermediate_values[t.last_step] for t in pruned], s=10,
                        marker="x", color="0.6", label="pruned (last report)")
         maximise = multi or rec.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        best = (np.fmax if maximise else np.fmin).accumulate(np.where(np.isnan(ys), -np.inf if maximise else np.inf, ys))
+        worst = -np.inf if maximise else np.inf
+        best = (np.fmax if maximise else np.fmin).accumulate(np.where(np.isnan(ys), worst, ys))
         last = max(t.number for t in trials)  # carry the best on past the last completed trial
         ax.step(np.append(xs, last), np.append(best, best[-1]), where="post", color="tab:red", label="best so far")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -319,7 +322,7 @@ def cd_diagram(result: RankResult) -> Figure | None:
     friedman = f"Friedman p = {result.friedman_p:.3g}" if result.friedman_p == result.friedman_p else ""
     ax.set_title(f"{result.metric}: average rank over {result.n_datasets} data sets "
                  f"(Nemenyi, α = 0.05; {friedman})", fontsize=9)
-    fig.tight_layout()
+    fig.harness_tight = True  # method names reach past the axes
     return fig
 
 
