@@ -90,7 +90,7 @@ def paired_compare(a: Iterable[float], b: Iterable[float]) -> PairedResult:
     d = np.where(np.abs(d) <= tol, 0.0, d)
     if np.all(d == 0):
         return PairedResult(n, 0.0, 0.0, 0.0, test, 0.0, 1.0, 0.0,
-                            "rank-biserial r" if n >= WILCOXON_MIN_PAIRS else "d_z", "identical on every seed")
+                            "rank-biserial r" if n >= WILCOXON_MIN_PAIRS else "d_z", "identical on every pair")
     if n >= WILCOXON_MIN_PAIRS:
         nonzero = d[d != 0]
         ranks = stats.rankdata(np.abs(nonzero))
@@ -102,7 +102,7 @@ def paired_compare(a: Iterable[float], b: Iterable[float]) -> PairedResult:
                             "rank-biserial r")
     sd = float(d.std(ddof=1))
     if sd <= tol:
-        # Every seed shows the same difference: no seed-to-seed variance to judge it against.
+        # Every pair shows the same difference: no variance to judge it against.
         return PairedResult(n, mean, lo, hi, test, nan, nan, nan, "d_z", NO_VARIANCE)
     res = stats.ttest_1samp(d, 0.0)  # the paired t-test: scipy.stats.ttest_rel(a, b) on the differences
     return PairedResult(n, mean, lo, hi, test, float(res.statistic), float(res.pvalue), mean / sd, "d_z")
