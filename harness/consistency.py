@@ -123,15 +123,16 @@ def _unit(d: torch.Tensor) -> torch.Tensor:
     return d / norm.view(-1, *([1] * (d.ndim - 1)))
 
 
-def vat_loss(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, eps: float, xi: float = 0.1,
-             power_iterations: int = 1) -> torch.Tensor:
+def vat_loss(model: nn.Module, x: torch.Tensor, eps: float, xi: float = 0.1, power_iterations: int = 1) -> torch.Tensor:
     """Local distributional smoothness (Miyato et al., 2018): KL between the prediction at ``x``
-    (``logits``, held fixed) and at ``x + r_adv``, where ``r_adv`` of L2 norm ``eps`` per example is
-    the direction that changes the prediction most, found by power iteration on the Hessian of the
-    KL using finite differences of size ``xi``."""
-    target = logits.detach()
-    d = _unit(torch.randn_like(x))
+    (held fixed) and at ``x + r_adv``, where ``r_adv`` of L2 norm ``eps`` per example is the direction
+    that changes the prediction most, found by power iteration on the Hessian of the KL using finite
+    differences of size ``xi``. Every pass sees the same batch, so BatchNorm's batch statistics do not
+    differ between the clean and the perturbed prediction."""
     with frozen_batchnorm(model):
+        with torch.no_grad():
+            target = model(x)
+        d = _unit(torch.randn_like(x))
         for _ in range(power_iterations):
             d.requires_grad_(True)
             dist = kl_to_target(model(x + xi * d), target)

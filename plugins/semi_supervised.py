@@ -144,7 +144,7 @@ def _unsupervised_term(method: str, model: nn.Module, config: dict[str, Any], ta
         return pseudo_label, None
     if method == "vat":
         eps, xi = float(config["vat_eps"]), float(config.get("vat_xi", 0.1))
-        return (lambda b, x_s, x_t, logits: vat_loss(model, x_s, logits, eps, xi)), None
+        return (lambda b, x_s, x_t, logits: vat_loss(model, x_s, eps, xi)), None
     raise ValueError(f"semi_supervised plugin does not provide {method!r}")
 
 
