@@ -178,11 +178,14 @@ class NoiseSchedule:
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def kl_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """For t ≥ 2, KL(q(x_{t-1}|x_t,x0) ‖ p(x_{t-1}|x_t)) = w_t·‖ε − ε̂‖² when p's variance is the
-        posterior variance β̃_t: w_t = β_t / (2·α_t·(1 − ᾱ_{t-1}))."""
+        """For t ≥ 2, KL(q(x_{t-1}|x_t,x0) ‖ p(x_{t-1}|x_t)) = w_t·‖x0 − x̂0‖² when p is the posterior
+        q(x_{t-1}|x_t, x̂0) at the model's clipped estimate x̂0 (the process :func:`ddpm_sample` runs):
+        w_t = ᾱ_{t-1}·β_t / (2·(1 − ᾱ_t)·(1 − ᾱ_{t-1})). Writing the same KL through ε̂ instead divides
+        by √α_t, which explodes where a cosine schedule clips β_t near 1."""
+        ab = self.alpha_bar[t - 1]
         ab_prev = self.alpha_bar[(t - 2).clamp(min=0)]
         beta = self.betas[t - 1]
-        return (beta / (2 * (1 - beta) * (1 - ab_prev))).float()
+        return (ab_prev * beta / (2 * (1 - ab) * (1 - ab_prev))).float()
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_T|x0) ‖ N(0, I)) per example, in nats."""
@@ -194,11 +197,11 @@ class NoiseSchedule:
         ab = self._at(self.alpha_bar, t, x_t.ndim)
         return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
-    def decoder_nll(self, x0: torch.Tensor, x1: torch.Tensor, eps: torch.Tensor, bins: int = 256) -> torch.Tensor:
-        """−log p(x0|x1) per example: a Gaussian with the model's mean and variance β_1, integrated over
-        the data's quantisation bins in [−1, 1] (the edge bins reach to ±∞), as in Ho et al. (2020)."""
+    def decoder_nll(self, x0: torch.Tensor, mean: torch.Tensor, bins: int = 256) -> torch.Tensor:
+        """−log p(x0|x1) per example: a Gaussian with the model's ``mean`` (its clipped x̂0 at t = 1)
+        and variance β_1, integrated over the data's quantisation bins in [−1, 1] (the edge bins reach to
+        ±∞), as in Ho et al. (2020)."""
         beta1 = self.betas[0].float()
-        mean = (x1 - beta1 / (1 - self.alpha_bar[0].float()).sqrt() * eps) / (1 - beta1).sqrt()
         std = beta1.sqrt()
         half = 1.0 / (bins - 1)
         centred = (x0 - mean) / std

@@ -57,9 +57,9 @@ LOG_2PI = math.log(2 * math.pi)
 
 VAE_DEFAULTS = {"latent": 8, "hidden": 512, "beta": 1.0, "decoder": "gaussian", "iw_samples": 16,
                 "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 64}
-DIFFUSION_DEFAULTS = {"width": 24, "patch": 2, "schedule": "cosine", "timesteps": 1000, "optimizer": "adam",
+DIFFUSION_DEFAULTS = {"width": 24, "patch": 2, "noise_schedule": "cosine", "timesteps": 1000, "optimizer": "adam",
                       "lr": 2e-3, "weight_decay": 0.0, "batch_size": 64, "ema_decay": 0.995, "mc_evals": 16,
-                      "t_lo": 0.1, "t_hi": 0.6, "bpd_evals": 10, "sample_steps": 100, "calib_images": 200}
+                      "t_lo": 0.2, "t_hi": 0.7, "bpd_evals": 10, "sample_steps": 100, "calib_images": 200}
 # Keys that change only how a trained diffusion model is scored: not part of its cache key.
 _EVAL_ONLY = ("mc_evals", "t_lo", "t_hi", "bpd_evals", "calib_images")
 
@@ -93,7 +93,7 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     return {
         "width": trial.suggest_categorical("width", [24, 32, 48]),
         "patch": trial.suggest_categorical("patch", [1, 2]),
-        "schedule": trial.suggest_categorical("schedule", list(SCHEDULES)),
+        "noise_schedule": trial.suggest_categorical("noise_schedule", list(SCHEDULES)),
         "timesteps": trial.suggest_categorical("timesteps", [200, 500, 1000]),
         "optimizer": trial.suggest_categorical("optimizer", ["adam", "adamw"]),
         "lr": trial.suggest_float("lr", 5e-4, 4e-3, log=True),
@@ -105,7 +105,7 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
         "t_hi": trial.suggest_float("t_hi", 0.4, 1.0),
         "bpd_evals": trial.suggest_categorical("bpd_evals", [10]),
         "sample_steps": trial.suggest_categorical("sample_steps", [100]),
-        "calib_images": trial.suggest_categorical("calib_images", [300]),
+        "calib_images": trial.suggest_categorical("calib_images", [200]),
     }
 
 
@@ -281,12 +281,13 @@ def _negative_elbo(fit: DiffusionFit, x: torch.Tensor, y: torch.Tensor, ctx: Fit
         ones = torch.ones(b, dtype=torch.long, device=x.device)
         noise = torch.randn(x0.shape, generator=gen, device=x.device)
         x1 = sched.q_sample(x0, ones, noise)
-        total = total + sched.decoder_nll(x0, x1, model(x1, ones, yb))
+        total = total + sched.decoder_nll(x0, sched.predict_x0(x1, ones, model(x1, ones, yb)).clamp(-1, 1))
         kl_sum = torch.zeros(b, device=x.device)
         for t in stratified_timesteps(n_t, 2, big_t, b, gen, x.device):
             noise = torch.randn(x0.shape, generator=gen, device=x.device)
-            err = (model(sched.q_sample(x0, t, noise), t, yb) - noise).pow(2).flatten(1).sum(1)
-            kl_sum += sched.kl_weight(t) * err
+            x_t = sched.q_sample(x0, t, noise)
+            x0_hat = sched.predict_x0(x_t, t, model(x_t, t, yb)).clamp(-1, 1)
+            kl_sum += sched.kl_weight(t) * (x0 - x0_hat).pow(2).flatten(1).sum(1)
         out.append(total + kl_sum * (big_t - 1) / n_t)
     return torch.cat(out)
 
@@ -300,7 +301,7 @@ def _diffusion_model(task: Task, config: dict[str, Any]) -> ConditionalUNet:
 
 def _fit_diffusion(task: Task, config: dict[str, Any], ctx: FitContext) -> DiffusionFit:
     model = _diffusion_model(task, config).to(ctx.device)
-    schedule = NoiseSchedule.make(config["schedule"], int(config["timesteps"]), ctx.device)
+    schedule = NoiseSchedule.make(config["noise_schedule"], int(config["timesteps"]), ctx.device)
     x, y = quantise(task.train.x), task.train.y
     train_keys = {k: v for k, v in sorted(config.items()) if k not in _EVAL_ONLY}
     key = fingerprint("diffusion/1", train_keys, ctx.epochs, ctx.seed, task.input_shape, task.train.x, y)
