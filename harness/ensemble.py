@@ -140,8 +140,9 @@ def train_members(
     vectorise: bool | None = None,
 ) -> Members:
     """Build ``members`` networks (each call of ``build`` draws a fresh initialisation) and train
-    them on ``n`` examples with ``step``. ``vectorise=None`` tries ``vmap`` and falls back to
-    sequential training where the model does not allow it. With ``val_x``/``val_y`` the loop reports
+    them on ``n`` examples with ``step``. ``vectorise=None`` probes one ``vmap`` forward and backward
+    pass on two validation inputs and falls back to sequential training where it fails (without
+    ``val_x`` it vectorises); ``True``/``False`` force either way. With ``val_x``/``val_y`` the loop reports
     validation accuracy (the ensemble's when vectorised, each member's otherwise)."""
     nets = [build().to(ctx.device) for _ in range(members)]
     orders = member_orders(members, n, ctx)

@@ -92,7 +92,7 @@ def plot_reliability(frame: pd.DataFrame, path: Path, dataset: str) -> None:
         ax.bar(centres, g["accuracy"].fillna(0), width=width, edgecolor="black", linewidth=0.5,
                color="tab:blue", label="accuracy")
         ax.bar(centres, (g["confidence"] - g["accuracy"]).fillna(0), bottom=g["accuracy"].fillna(0), width=width,
-               color="tab:red", alpha=0.3, label="gap to confidence")
+               facecolor="none", edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to confidence")
         unc = data[(data["method"] == method) & (data["probabilities"] == "uncalibrated")]
         title = f"{method}\nECE {_ece(g):.3f}"
         if not unc.empty:
