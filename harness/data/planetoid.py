@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 _SOURCE = "Planetoid (Yang, Cohen, Salakhutdinov, ICML 2016), public split"
 
 
-def import_pyg():
+def import_pyg() -> ModuleType:
     """``torch_geometric``, imported with its import-time deprecation warnings (torch.jit.script)
     silenced: they are PyG's business, not the user's, and would break one-line CLI errors."""
     with warnings.catch_warnings():
@@ -43,7 +44,6 @@ def import_pyg():
 def _graph_dataset(data: Any, splits: dict[str, torch.Tensor] | None, meta: dict[str, Any]) -> RawDataset:
     """A RawDataset from a PyG ``Data`` with labels ``y``: the graph handed on keeps only x and edges."""
     Data = import_pyg().data.Data
-
     if getattr(data, "y", None) is None or data.x is None:
         raise DataError(f"{meta.get('source', 'graph data')} has no node features or no node labels")
     x = data.x.to_dense().float() if data.x.is_sparse else data.x.float()
