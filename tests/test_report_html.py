@@ -142,6 +142,9 @@ def test_one_data_set_has_ranks_but_no_friedman(tmp_path):
     page = paths["html"].read_text()
     assert "at least 2 data sets" in page and "critical-difference diagram" not in page
     assert not any(k.startswith("ranks_tex") for k in paths)
+    solo = write_report(_rows(datasets=("only",), methods=("solo",)), tmp_path / "solo", {"suite": "solo"})
+    text = solo["html"].read_text()
+    assert "nothing to compare head to head" in text and "Pairwise comparisons" not in text
 
 
 def test_param_importances_are_guarded_and_seeded():

@@ -213,7 +213,8 @@ def friedman_text(res: RankResult) -> str:
     direction = "higher" if COMPARED.get(res.metric, "higher") == "higher" else "lower"
     text = (f"Ranked by mean {METRIC_LABEL.get(res.metric, res.metric)} over seeds per data set "
             f"({direction} is better; "
-            f"rank 1 = best, ties share the mean rank); {res.n_methods} methods on {res.n_datasets} data set"
+            f"rank 1 = best, ties share the mean rank); {res.n_methods} method{'s' * (res.n_methods != 1)} on "
+            f"{res.n_datasets} data set"
             f"{'s' * (res.n_datasets != 1)}.")
     if res.dropped:
         text += f" Left out for lacking a result on every data set: {', '.join(res.dropped)}."
@@ -418,7 +419,10 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
             f"95 % CI: percentile bootstrap of the mean over seeds. {esc(ECE_DEFINITION)}. {n_rows} rows. "
             "Click a column header to sort.</p>" + summary_table(summary))))
     stat_parts = [f"<p>{esc(methods_text(per_seed))}</p>"]
-    for metric in RANKED:
+    compared = per_seed.loc[per_seed["status"] == "ok", "method"].nunique() if "status" in per_seed else 0
+    if compared < 2:
+        stat_parts = ["<p>Fewer than two methods have results: there is nothing to compare head to head.</p>"]
+    for metric in RANKED if compared >= 2 else ():
         res = ranked.get(metric)
         if res is None:
             continue
