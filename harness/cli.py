@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-seed", type=int)
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     run.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    run.add_argument("--compile", action="store_true", help="torch.compile each method's training step")
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="pin a configuration value for every method")
     run.add_argument("--name", help="suite name (default: the suite file's name, or 'run')")
     run.add_argument("--out", help="output folder (default results/<suite name>)")
@@ -229,6 +230,8 @@ def _suite_from_args(args, registry):
             changes[key] = value
     if args.no_amp:
         changes["amp"] = False
+    if args.compile:
+        changes["compile"] = True
     if args.cash:
         changes["cash"] = tuple(registry.match_methods(args.cash))
     if args.objectives:

@@ -59,6 +59,7 @@ class FinalSettings:
     epochs: int
     device: torch.device
     amp: bool = True
+    compile: bool = False
     cache_dir: Path = Path(".harness-cache")
     artifact_dir: Path | None = None
     calibrate: str | None = None
@@ -78,7 +79,8 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
     """Fit with ``seed`` on the task without its test split, then score the test split."""
     fit_task = task.without_test()
     artifacts = s.artifact_dir / f"seed{seed}" if s.artifact_dir is not None else None
-    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, cache_dir=s.cache_dir,
+    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, compile=s.compile,
+                     cache_dir=s.cache_dir,
                      phase="final", artifact_dir=artifacts)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)

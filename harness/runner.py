@@ -297,7 +297,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             bars.update(bar, completed=min(trials, budget_used(study)), note=note)
 
         tune(study, method, tune_task, TuneSettings(
-            trials=trials, epochs=epochs, device=device, amp=suite.amp, timeout=suite.timeout,
+            trials=trials, epochs=epochs, device=device, amp=suite.amp, compile=suite.compile, timeout=suite.timeout,
             seed_base=suite.seed_base, pinned=row.params, cache_dir=cache_dir, objectives=tuple(suite.objectives),
             trial_timeout=suite.trial_timeout, max_retries=suite.max_retries, max_trials=max_trials,
         ), on_trial=on_trial)
@@ -329,7 +329,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
                 study.set_user_attr("best_val_accuracy", val_accuracy(best))
             bar = bars.add(f"{label}: seeds", total=len(row_seeds))
             run_seeds(study, method, task, config, FinalSettings(
-                seeds=row_seeds, epochs=epochs, device=device, amp=suite.amp, cache_dir=cache_dir,
+                seeds=row_seeds, epochs=epochs, device=device, amp=suite.amp, compile=suite.compile, cache_dir=cache_dir,
                 artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
                 calibrate=row.calibrate, shifts=parse_shifts(suite.shifts), ood=parse_ood(suite.ood),
             ), on_seed=lambda seed, r: bars.update(bar, advance=1))

@@ -315,6 +315,7 @@ class TuneSettings:
     epochs: int
     device: torch.device
     amp: bool = True
+    compile: bool = False
     timeout: float | None = None
     seed_base: int = 0
     pinned: dict[str, Any] | None = None
@@ -347,7 +348,8 @@ def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) 
             raise optuna.TrialPruned(f"pruned after epoch {step + 1}")
 
     # Multi-objective studies cannot prune: their trials report nothing.
-    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, cache_dir=s.cache_dir,
+    ctx = FitContext(device=s.device, seed=seed, epochs=s.epochs, amp=s.amp, compile=s.compile,
+                     cache_dir=s.cache_dir,
                      phase="tune", reporter=reporter if len(s.objectives) == 1 else None)
     seed_everything(seed)
     fitted = method.fit(task, config, ctx)

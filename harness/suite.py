@@ -88,6 +88,7 @@ class Suite:
     seed_base: int = 0
     device: str = "auto"
     amp: bool = True
+    compile: bool = False
     storage: str | None = None
     shifts: Any = False
     ood: Any = False
