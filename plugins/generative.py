@@ -11,8 +11,9 @@ numbers, :func:`harness.generative.mc_class_scores`), so the class comparison is
   the returned probabilities are exactly the normalised posteriors. Generative columns on test (labels
   hidden, so the bound is on log p(x) = logsumexp_y[log p(x|y) + log p(y)], in nats per image):
   ``nelbo_nats`` (each log p(x|y) bounded by its ELBO) and ``niw_nats`` (by the k-sample bound). With the
-  Bernoulli decoder the grey levels are scored as Bernoulli targets, the usual MNIST practice, so these
-  nats compare VAEs with the same decoder, not other model families.
+  Bernoulli decoder the grey levels are scored as Bernoulli targets, the usual MNIST practice; the
+  Gaussian decoder (the default, more accurate as a classifier) is a density on [0, 1]-valued pixels, so
+  its nats can be negative. Either way they compare VAEs with the same decoder, not model families.
 * ``diffusion``: a DDPM (Ho et al., 2020) with a small class-conditional U-Net predicting ε, linear or
   cosine schedule with T steps, trained on the simple denoising loss with an EMA of the weights. It
   classifies as a diffusion classifier (Li et al., 2023; Clark & Jaini, 2023): the per-class ε-prediction
