@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Tune, re-train over seeds and compare deep-learning methods.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="also load this importable module as a plugin (repeatable)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads torch may use (default: torch's choice; 1 is fastest on a busy machine)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pl = sub.add_parser("plugins", help="list plugins, their methods, data sets and search spaces")
@@ -377,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped output is read by people and tests alike: wide tables, no hard wrapping of messages.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         from harness.plugins import load_plugins
 
         registry = load_plugins(modules=args.plugin)

@@ -43,11 +43,22 @@ class DatasetSpec:
 
     @property
     def label(self) -> str:
+        """The data set's name in tables and study names: options that change the data show in it,
+        so two entries of one data set never share a study."""
+        name = self.name
+        if self.options:
+            name += "[" + ",".join(f"{k}={_option_text(v)}" for k, v in sorted(self.options.items())) + "]"
         if self.labels_per_class is not None:
-            return f"{self.name}@{self.labels_per_class}pc"
+            return f"{name}@{self.labels_per_class}pc"
         if self.label_fraction is not None:
-            return f"{self.name}@{self.label_fraction:g}"
-        return self.name
+            return f"{name}@{self.label_fraction:g}"
+        return name
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(str, value))
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from harness.plugins import load_plugins
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tests train tiny models: one thread is as fast and does not fight other processes for cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

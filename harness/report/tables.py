@@ -114,6 +114,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             "train samples/s": _count(r.get("train_samples_per_s")),
             "infer samples/s": _count(r.get("infer_samples_per_s")),
             "params": _count(r.get("params_total")),
+            "trainable": _count(r.get("params_trainable")),
             "trained %": _fmt(100 * r["trainable_fraction"], 1) if r.get("trainable_fraction") == r.get("trainable_fraction") else "–",
             "seeds": int(r["seeds"]),
         }
