@@ -96,4 +96,9 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     non-negative and sum to one; the core checks the shape and values and computes every metric
     (accuracy, ECE, NLL, Brier) from these probabilities, and times this call for the
     inference-throughput column.
+
+    A method that averages several sampled predictions (an ensemble, MC dropout) may also put them
+    on ``ctx.extras["member_probs"]`` as an ``S × N × K`` tensor; the core then reports their
+    mutual information. Numbers put on ``ctx.extras`` while scoring the test split in the final
+    phase (``ctx.phase == "final"``) become ``extra_<name>`` columns of the tables.
     """
