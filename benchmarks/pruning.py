@@ -87,10 +87,10 @@ def main(argv=None) -> int:
         f"# Pruning efficiency: {args.method} on {args.dataset}\n\n{args.trials} TPE trials × up to {args.epochs} "
         "epochs per run. `share_of_unpruned_epochs`: epochs spent until the first trial matching the unpruned run's "
         "best validation accuracy, over the unpruned run's total (empty: never reached).\n\n"
-        + to_markdown(summary.round(4).fillna("not reached"))
+        + to_markdown(summary.round(4).astype(object).fillna("not reached"))
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n")
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
-    print(to_markdown(summary.round(4).fillna("not reached")))
+    print(to_markdown(summary.round(4).astype(object).fillna("not reached")))
     return 0
 
 

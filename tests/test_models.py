@@ -7,7 +7,7 @@ from harness.models import Classifier, count_parameters, create_model, list_mode
 
 def test_registry_lists_and_builds(digits, iris):
     assert {"mlp", "cnn"} <= set(list_models())
-    assert list_models("c*") == ["cnn"]
+    assert list_models("c*") == ["cnn", "cnn3"]
     for name, task in (("mlp", digits), ("cnn", digits), ("mlp", iris)):
         model = create_model(name, task)
         assert isinstance(model, Classifier)
