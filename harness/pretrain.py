@@ -28,7 +28,7 @@ from torch import nn
 from harness.augment import Augment
 from harness.context import FitContext
 from harness.errors import ConfigError
-from harness.models import Classifier, create_model
+from harness.models import Classifier
 from harness.train import EMA, TrainConfig, predict_logits, train, val_accuracy
 from harness.task import Split, Task
 
@@ -38,20 +38,6 @@ CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 # -- networks by configuration ---------------------------------------------------------------
 
 ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained")
-
-
-def build_network(config: dict[str, Any], task: Task) -> Classifier:
-    """The network a pre-training method's configuration names: ``model`` (``cnn``, ``cnn3``, ``mlp``
-    or ``timm:<arch>``), the CNN's ``width``/``stages``, a ViT's ``patch_size``, and ``pretrained``
-    (timm weights from the local hub cache; nothing is downloaded unless the environment allows)."""
-    name = config.get("model", "cnn")
-    if name in ("cnn", "cnn3"):
-        stages = {"stages": int(config["stages"])} if config.get("stages") and name == "cnn" else {}
-        return create_model(name, task, width=int(config.get("width", 32)), **stages)
-    if name.startswith("timm:"):
-        extra = {"patch_size": int(config["patch_size"])} if config.get("patch_size") else {}
-        return create_model(name, task, pretrained=bool(config.get("pretrained", False)), **extra)
-    return create_model(name, task)
 
 
 def encoder_spec(config: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +351,7 @@ def suggest_probe(trial) -> dict[str, Any]:
 
 
 __all__ = [
-    "build_network", "encoder_spec",
+    "encoder_spec",
     "ViewAugment", "view_augment", "mlp_head", "nt_xent", "byol_loss", "SelfSupervised", "stage_context",
     "data_digest", "cache_key", "cached_pretrain", "stage_seed", "pretrain_self_supervised",
     "pretrain_supervised", "freeze", "Standardize", "standardized_head", "encode", "fit_probe", "suggest_probe",

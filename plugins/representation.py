@@ -24,9 +24,9 @@ import torch
 
 from harness import hookimpl
 from harness.info import MethodInfo
-from harness.models import Classifier
+from harness.models import Classifier, network_from_config
 from harness.pretrain import (
-    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, SelfSupervised, build_network, cached_pretrain, data_digest,
+    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, SelfSupervised, cached_pretrain, data_digest,
     encoder_spec, fit_probe, pretrain_self_supervised, stage_seed, suggest_probe,
 )
 from harness.task import Task
@@ -88,7 +88,7 @@ def pretraining_images(task: Task) -> torch.Tensor:
 
 @hookimpl
 def harness_fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
-    model = build_network(config, task)
+    model = network_from_config(config, task, default="cnn")
     if method in OBJECTIVES:
         objective = OBJECTIVES[method]
         x = pretraining_images(task)
@@ -98,7 +98,7 @@ def harness_fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classif
                      ema_decay=config.get("ema_decay") if objective == "byol" else None)
 
         def build() -> SelfSupervised:
-            net = build_network(config, task)
+            net = network_from_config(config, task, default="cnn")
             return SelfSupervised(net.encoder, net.feature_dim, objective, proj_dim=int(stage["proj_dim"]))
 
         ssl, _ = cached_pretrain(

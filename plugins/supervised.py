@@ -12,13 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from harness import hookimpl
-from harness.augment import augment_from_config
 from harness.info import MethodInfo
-from harness.models import create_model
-from harness.train import OPTIMIZERS, TrainConfig, predict_proba, suggest_optimizer, train, val_accuracy
+from harness.supervised import fit_supervised
+from harness.train import OPTIMIZERS, predict_proba, suggest_optimizer
 
 KINDS = ("image", "tabular", "graph")
 _COMMON_DEFAULTS = {"model": "mlp", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64,
@@ -67,42 +65,12 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
     return cfg
 
 
-def build_network(config: dict[str, Any], task):
-    kwargs = {"batchnorm": config.get("batchnorm", True), "dropout": config.get("dropout", 0.0)}
-    if config.get("model", "mlp") == "mlp":
-        kwargs["hidden"] = config.get("hidden", 256)
-    else:
-        kwargs["width"] = config.get("width", 32)
-    return create_model(config.get("model", "mlp"), task, **kwargs)
-
-
-def _mixup_loss(logits_fn, x, y, alpha: float) -> torch.Tensor:
-    # λ is drawn on the device so the step never waits for the host.
-    lam = torch.distributions.Beta(alpha, alpha).sample((1,)).to(x.device)
-    perm = torch.randperm(x.shape[0], device=x.device)
-    logits = logits_fn(lam * x + (1 - lam) * x[perm])
-    return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
-
-
 @hookimpl
 def harness_fit(method: str, task, config: dict[str, Any], ctx):
-    model = build_network(config, task).to(ctx.device)
-    x, y = task.train.x, task.train.y
-    aug = augment_from_config(config.get("augment", "none"), task.meta.get("hflip", False)) if task.kind == "image" else None
+    if method == "mixup":
+        return fit_supervised(task, config, ctx, mixup_alpha=float(config.get("alpha", 0.2)))
     smoothing = config.get("smoothing", 0.0) if method == "label_smoothing" else 0.0
-    alpha = torch.tensor(float(config.get("alpha", 0.2)), device=ctx.device)
-
-    def step(idx: torch.Tensor, progress: float) -> torch.Tensor:
-        xb, yb = x[idx], y[idx]
-        if aug is not None:
-            xb = aug(xb)
-        if method == "mixup":
-            return _mixup_loss(model, xb, yb, alpha).squeeze()
-        return F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
-
-    train(model, step, len(x), TrainConfig.from_config(config, ctx), ctx,
-          val_fn=lambda: val_accuracy(model, task.val, ctx))
-    return model
+    return fit_supervised(task, config, ctx, smoothing=smoothing)
 
 
 @hookimpl

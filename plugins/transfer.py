@@ -26,10 +26,10 @@ from harness import hookimpl
 from harness.augment import augment_from_config
 from harness.data.tasks import load_related_task, parse_classes
 from harness.info import MethodInfo
-from harness.models import Classifier
+from harness.models import Classifier, network_from_config
 from harness.models.adapters import insert_adapters
 from harness.pretrain import (
-    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, build_network, cached_pretrain, data_digest, encoder_spec, fit_probe, freeze,
+    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, cached_pretrain, data_digest, encoder_spec, fit_probe, freeze,
     pretrain_supervised, stage_seed, standardized_head, suggest_probe,
 )
 from harness.task import Task
@@ -84,7 +84,7 @@ def source_backbone(config: dict[str, Any], task: Task, ctx) -> Classifier:
     classes = parse_classes(c["source_classes"]) if c.get("source_classes") not in (None, "", "all") else None
     source = load_related_task(c["source"], task, classes=classes)
     source_net, _ = cached_pretrain(
-        lambda: build_network(c, source),
+        lambda: network_from_config(c, source, default="cnn"),
         lambda net, stage_ctx: pretrain_supervised(net, source, {**PRETRAIN_DEFAULTS, **c}, stage_ctx),
         what={"stage": "supervised source", **encoder_spec(c), **{k: c[k] for k in _SOURCE_KEYS},
               "classes": classes, "shape": list(task.input_shape)},

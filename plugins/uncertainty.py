@@ -27,9 +27,9 @@ from harness.errors import ConfigError
 from harness.ensemble import Members, train_members
 from harness.evaluate import MEMBER_PROBS
 from harness.info import MethodInfo
+from harness.models import network_from_config
+from harness.supervised import fit_supervised
 from harness.train import OPTIMIZERS, TrainConfig, autocast, predict_proba, suggest_optimizer
-from harness_plugins.supervised import build_network
-from harness_plugins.supervised import harness_fit as erm_fit
 
 KINDS = ("image", "tabular")
 _NETWORK = {"model": "mlp", "hidden": 256, "batchnorm": True, "optimizer": "adamw", "lr": 2e-3,
@@ -98,7 +98,7 @@ def harness_fit(method: str, task, config: dict[str, Any], ctx):
         if samples > 0 and not config.get("dropout", 0.0) > 0:
             raise ConfigError("mc_dropout with mc_samples > 0 needs dropout > 0")
         # The ERM recipe trains the network; only the evaluation differs.
-        return DropoutNet(erm_fit("erm", task, config, ctx), samples)
+        return DropoutNet(fit_supervised(task, config, ctx), samples)
     members = _check_count(config, "members", 1)
     x, y = task.train.x, task.train.y
     aug = augment_from_config(config.get("augment", "none"), task.meta.get("hflip", False)) if task.kind == "image" else None
@@ -111,7 +111,7 @@ def harness_fit(method: str, task, config: dict[str, Any], ctx):
         # Sum over members of each member's mean loss: every member gets its own gradient.
         return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="sum") / idx.shape[1]
 
-    fitted = train_members(lambda: build_network(config, task), members, step, len(x),
+    fitted = train_members(lambda: network_from_config(config, task), members, step, len(x),
                            TrainConfig.from_config(config, ctx, grad_clip=None), ctx,
                            val_x=task.val.x, val_y=task.val.y)
     ctx.extras["vectorised"] = int(fitted.vectorised)

@@ -46,6 +46,27 @@ def create_model(name: str, task: Task, **kwargs) -> Classifier:
     return builder(task, **kwargs)
 
 
+def network_from_config(config: dict, task: Task, default: str = "mlp") -> Classifier:
+    """The network a method's configuration names, read the same way by every method: ``model``
+    (``mlp``, ``cnn``, ``cnn3`` or ``timm:<arch>``), ``batchnorm``, ``dropout``, the MLP's ``hidden``,
+    the CNN's ``width``/``stages``, a ViT's ``patch_size`` and ``pretrained`` (timm weights from the
+    local hub cache; nothing is downloaded unless the environment allows)."""
+    name = config.get("model", default)
+    if name.startswith("timm:"):
+        extra = {"patch_size": int(config["patch_size"])} if config.get("patch_size") else {}
+        return create_model(name, task, pretrained=bool(config.get("pretrained", False)), **extra)
+    kwargs = {"batchnorm": bool(config.get("batchnorm", True)), "dropout": float(config.get("dropout", 0.0))}
+    if name == "mlp":
+        kwargs["hidden"] = int(config.get("hidden", 256))
+    elif name in ("cnn", "cnn3"):
+        kwargs["width"] = int(config.get("width", 32))
+        if name == "cnn" and config.get("stages"):
+            kwargs["stages"] = int(config["stages"])
+    else:
+        kwargs = {}
+    return create_model(name, task, **kwargs)
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in module.parameters())
     return total, sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -60,4 +81,5 @@ def _cnn3(task: Task, **kwargs) -> Classifier:
     28×28 images that costs less than two stages at width 32 (for pre-training on a CPU budget)."""
     return _builtin.cnn(task, **{**kwargs, "stages": 3})
 
-__all__ = ["Classifier", "create_model", "list_models", "register_model", "count_parameters"]
+__all__ = ["Classifier", "create_model", "list_models", "network_from_config", "register_model",
+           "count_parameters"]
