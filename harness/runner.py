@@ -154,6 +154,8 @@ def run_suite(
         for d_i, ds in enumerate(suite.datasets):
             tasks: dict[bool, Task] = {}
             for r_i, (row, method) in enumerate(rows_methods):
+                if not row.runs_on(ds):
+                    continue
                 task = row_task(registry, suite, ds, row, device, tasks)
                 if task.kind not in method.info.kinds:
                     outcomes.append(RowOutcome(ds.label, row.name, "skipped",
@@ -177,7 +179,7 @@ def run_suite(
 
 
 def _wanted(suite: Suite) -> set[tuple[str, str]]:
-    return {(ds.label, row.name) for ds in suite.datasets for row in suite.all_rows()}
+    return suite.pairs()
 
 
 def _plugin_modules(registry: Registry) -> list[str]:

@@ -13,7 +13,9 @@ A suite YAML::
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
 
-A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``.
+A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
+and may run on some of the data sets only (``datasets: [mnist5k@10pc]``, data-set labels as in the
+tables); two rows may then share a name, so one table row can have a budget per data set.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ class RowSpec:
     budget (the ceiling row of semi-supervised tables). ``tune: false`` skips the search and uses
     the method's default configuration (plus pinned ``params``). ``calibrate: temperature`` fits a
     temperature on the validation split after training and scores the calibrated test probabilities
-    (the uncalibrated ECE and NLL stay in the table beside them).
+    (the uncalibrated ECE and NLL stay in the table beside them). ``datasets``: the labels of the
+    data sets the row runs on (all when ``None``).
     """
 
     method: str
@@ -81,6 +84,10 @@ class RowSpec:
     tune: bool = True
     all_labels: bool = False
     calibrate: str | None = None
+    datasets: tuple[str, ...] | None = None
+
+    def runs_on(self, ds: DatasetSpec) -> bool:
+        return self.datasets is None or ds.label in self.datasets
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,14 @@ class Suite:
         """The table's rows: the listed methods, then ``cash`` when a CASH search is asked for."""
         return self.rows + ((RowSpec(method="cash", name="cash"),) if self.cash else ())
 
+    def rows_for(self, ds: DatasetSpec) -> tuple[RowSpec, ...]:
+        """The rows that run on data set ``ds``."""
+        return tuple(r for r in self.all_rows() if r.runs_on(ds))
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """Every (data-set label, row name) the suite fills."""
+        return {(ds.label, row.name) for ds in self.datasets for row in self.rows_for(ds)}
+
 
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -142,10 +157,18 @@ def validate(suite: Suite) -> Suite:
     _check_scaleout(suite)
     if not suite.datasets:
         raise ConfigError("no data sets given")
-    names = [r.name for r in suite.rows]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"duplicate row names {', '.join(dupes)}: give each row its own `name`")
+    labels = {ds.label for ds in suite.datasets}
+    for row in suite.rows:
+        missing = sorted(set(row.datasets or ()) - labels)
+        if missing:
+            raise ConfigError(f"{row.name}: datasets {', '.join(missing)} not in the suite "
+                              f"(known: {', '.join(ds.label for ds in suite.datasets)})")
+    for ds in suite.datasets:
+        names = [r.name for r in suite.rows if r.runs_on(ds)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"duplicate row names {', '.join(dupes)} on {ds.label}: give each row its "
+                              "own `name` or its own `datasets`")
     for row in suite.rows:
         if row.calibrate is not None and row.calibrate not in CALIBRATIONS:
             raise ConfigError(f"{row.name}: unknown calibrate {row.calibrate!r} (known: {', '.join(CALIBRATIONS)})")
@@ -192,7 +215,15 @@ def _row(entry: Any) -> RowSpec:
     params = entry.get("params") or {}
     if not isinstance(params, dict):
         raise ConfigError(f"`params` of {entry['method']!r} must be a mapping")
-    return RowSpec(**{**entry, "params": params, "name": str(entry.get("name") or entry["method"])})
+    datasets = entry.get("datasets")
+    if datasets is not None:
+        if isinstance(datasets, str):
+            datasets = [datasets]
+        if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
+            raise ConfigError(f"`datasets` of {entry['method']!r} must be a list of data-set labels")
+        datasets = tuple(datasets)
+    return RowSpec(**{**entry, "params": params, "datasets": datasets,
+                      "name": str(entry.get("name") or entry["method"])})
 
 
 def _dataset(entry: Any) -> DatasetSpec:

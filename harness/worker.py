@@ -219,7 +219,7 @@ def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_
     storage = make_storage(url, Path("."), heartbeat=suite.heartbeat)
     registry = load_plugins(modules=list(dict.fromkeys([*plugin_modules, *meta.get("plugin_modules", [])])))
     ds = next(d for d in suite.datasets if d.label == meta["dataset"])
-    row = next(r for r in suite.all_rows() if r.name == meta["row"])
+    row = next(r for r in suite.rows_for(ds) if r.name == meta["row"])
     method = row_method(registry, suite, row)
     dev = resolve_device(suite.device)
     task = row_task(registry, suite, ds, row, dev)

@@ -84,3 +84,30 @@ def test_datasets_and_plugins_listings(cli):
     assert plugins.returncode == 0
     for word in ("supervised", "built-in", "label_smoothing", "optimizer", "search space"):
         assert word in plugins.stdout
+
+
+def test_a_row_can_run_on_some_data_sets_with_its_own_budget(cli, tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ndatasets: [{name: digits, labels_per_class: 5}, digits]\ntrials: 1\nseeds: 1\nepochs: 1\n"
+        "methods:\n"
+        "  - {method: logreg, tune: false}\n"
+        "  - {method: knn, name: few, tune: false, datasets: [digits@5pc], params: {n_neighbors: 1}}\n"
+        "  - {method: knn, name: few, tune: false, datasets: [digits], params: {n_neighbors: 5}}\n")
+    proc = cli("run", "--suite", "s.yaml", "--no-progress", "--out", "o")
+    assert proc.returncode == 0, proc.stderr
+    per_seed = pd.read_csv(tmp_path / "o" / "per_seed.csv")
+    assert sorted(zip(per_seed.dataset, per_seed.method)) == [
+        ("digits", "few"), ("digits", "logreg"), ("digits@5pc", "few"), ("digits@5pc", "logreg")]
+    few = per_seed[per_seed.method == "few"].set_index("dataset").config
+    assert '"n_neighbors": 1' in few["digits@5pc"] and '"n_neighbors": 5' in few["digits"]
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ("[{method: knn, datasets: [iris]}]", "knn: datasets iris not in the suite"),
+    ("[knn, {method: knn, datasets: [digits]}]", "duplicate row names knn on digits"),
+    ("[{method: knn, datasets: digits@5}]", None),
+])
+def test_row_data_sets_are_checked(cli, tmp_path, rows, fragment):
+    (tmp_path / "s.yaml").write_text(f"datasets: [digits]\nmethods: {rows}\n")
+    proc = cli("run", "--suite", "s.yaml", "--trials", "1", "--seeds", "1", "--no-progress", "--out", "o")
+    _one_line_error(proc, fragment or "datasets digits@5 not in the suite")

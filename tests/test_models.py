@@ -6,9 +6,9 @@ from harness.models import Classifier, count_parameters, create_model, list_mode
 
 
 def test_registry_lists_and_builds(digits, iris):
-    assert {"mlp", "cnn"} <= set(list_models())
+    assert {"mlp", "cnn", "lenet"} <= set(list_models())
     assert list_models("c*") == ["cnn", "cnn3"]
-    for name, task in (("mlp", digits), ("cnn", digits), ("mlp", iris)):
+    for name, task in (("mlp", digits), ("cnn", digits), ("lenet", digits), ("mlp", iris)):
         model = create_model(name, task)
         assert isinstance(model, Classifier)
         out = model(task.train.x[:5])
@@ -24,8 +24,23 @@ def test_batchnorm_switch(digits):
 
 
 def test_cnn_needs_images(iris):
-    with pytest.raises(ValueError):
-        create_model("cnn", iris)
+    for name in ("cnn", "lenet"):
+        with pytest.raises(ValueError):
+            create_model(name, iris)
+
+
+def test_lenet_from_a_configuration(registry):
+    from harness.data import load_task
+    from harness.models import network_from_config
+
+    task = load_task(registry, "mnist5k")
+    model = network_from_config({"model": "lenet", "width": 8, "hidden": 32, "batchnorm": False, "dropout": 0.5}, task)
+    assert model.feature_dim == 32 and model(task.train.x[:3]).shape == (3, 10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16] and all(c.kernel_size == (5, 5) for c in convs)
+    # 28 → 14 → 7 after two poolings: the dense layer sees 16·7·7 inputs.
+    assert any(isinstance(m, torch.nn.Linear) and m.in_features == 16 * 49 for m in model.modules())
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
 
 
 def test_unknown_model():

@@ -48,8 +48,8 @@ def create_model(name: str, task: Task, **kwargs) -> Classifier:
 
 def network_from_config(config: dict, task: Task, default: str = "mlp") -> Classifier:
     """The network a method's configuration names, read the same way by every method: ``model``
-    (``mlp``, ``cnn``, ``cnn3`` or ``timm:<arch>``), ``batchnorm``, ``dropout``, the MLP's ``hidden``,
-    the CNN's ``width``/``stages``, a ViT's ``patch_size`` and ``pretrained`` (timm weights from the
+    (``mlp``, ``cnn``, ``cnn3``, ``lenet`` or ``timm:<arch>``), ``batchnorm``, ``dropout``, the MLP's
+    and LeNet's ``hidden``, the CNNs' ``width``, ``cnn``'s ``stages``, a ViT's ``patch_size`` and ``pretrained`` (timm weights from the
     local hub cache; nothing is downloaded unless the environment allows)."""
     name = config.get("model", default)
     if name.startswith("timm:"):
@@ -62,6 +62,9 @@ def network_from_config(config: dict, task: Task, default: str = "mlp") -> Class
         kwargs["width"] = int(config.get("width", 32))
         if name == "cnn" and config.get("stages"):
             kwargs["stages"] = int(config["stages"])
+    elif name == "lenet":
+        kwargs["width"] = int(config.get("width", 32))
+        kwargs["hidden"] = int(config.get("hidden", 128))
     else:
         kwargs = {}
     return create_model(name, task, **kwargs)

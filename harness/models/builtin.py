@@ -51,3 +51,24 @@ def cnn(task: Task, width: int = 32, batchnorm: bool = True, dropout: float = 0.
         c = c_out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
     return Classifier(nn.Sequential(*layers), c, task.num_classes)
+
+
+@register_model("lenet")
+def lenet(task: Task, width: int = 32, hidden: int = 128, batchnorm: bool = False, dropout: float = 0.0) -> Classifier:
+    """LeNet-5-style: two 5×5 convolutions (``width``, ``2·width`` channels), each followed by 2×2
+    max pooling, then a fully connected layer of ``hidden`` units. The network used for MNIST in the
+    uncertainty literature (Ovadia et al., 2019); unlike :func:`cnn`'s global average pooling its
+    dense layer keeps where a stroke is, which is what rotations and dropout act on."""
+    if task.kind != "image":
+        raise ValueError("the lenet model needs an image task; use mlp for tabular data")
+    channels, h, w = task.input_shape
+    layers: list[nn.Module] = []
+    c = channels
+    for c_out in (width, 2 * width):
+        layers += [nn.Conv2d(c, c_out, 5, padding=2, bias=not batchnorm),
+                   nn.BatchNorm2d(c_out) if batchnorm else nn.Identity(),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        c, h, w = c_out, h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), _norm1d(hidden, batchnorm), nn.ReLU(inplace=True),
+               nn.Dropout(dropout)]
+    return Classifier(nn.Sequential(*layers), hidden, task.num_classes)
