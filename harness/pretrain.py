@@ -37,12 +37,13 @@ CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 
 # -- networks by configuration ---------------------------------------------------------------
 
-ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained")
+ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained", "depth")
 
 
 def encoder_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a configuration that decides the network, for cache keys."""
-    return {k: config.get(k) for k in ENCODER_KEYS}
+    """The part of a configuration that decides the network, for cache keys (``depth`` only where
+    set, so keys of networks without it stay what they were)."""
+    return {k: config.get(k) for k in ENCODER_KEYS if k != "depth" or config.get(k) is not None}
 
 
 # -- two views --------------------------------------------------------------------------------

@@ -9,11 +9,16 @@ not pre-train again. Then, on the target task:
   adapters after each of its blocks train together with a new head (Rebuffi et al., NeurIPS 2017;
   Houlsby et al., ICML 2019);
 * ``finetune``: every weight trains, starting from the source backbone;
-* ``pretrained_probe``: a linear probe on the frozen source backbone.
+* ``pretrained_probe``: a linear probe on the frozen source backbone;
+* ``prefix_tuning`` (ViT backbones): the backbone is frozen and ``prompts`` learned tokens per
+  transformer block train together with a new head (deep visual prompt tuning, Jia et al., ECCV
+  2022, the vision form of Li & Liang's prefix tuning); by default a 4-block ViT-tiny with 4×4
+  patches, the ViT that the other methods take with ``model: timm:vit_tiny_patch16_224``.
 
 The parameter columns count the backbone, adapters and head; the fraction trained says what
 each method paid. Works on the built-in CNN and on timm ResNets and ViTs by name
-(``model: timm:resnet10t``; ``model: timm:vit_tiny_patch16_224, patch_size: 4`` for 28×28 images).
+(``model: timm:resnet10t``; ``model: timm:vit_tiny_patch16_224, patch_size: 4`` for 28×28 images,
+``depth`` for fewer blocks).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from harness.augment import augment_from_config
 from harness.data.tasks import load_related_task, parse_classes
 from harness.info import MethodInfo
 from harness.models import Classifier, network_from_config
-from harness.models.adapters import insert_adapters
+from harness.models.adapters import insert_adapters, insert_prompts
 from harness.pretrain import (
     PRETRAIN_DEFAULTS, PROBE_DEFAULTS, cached_pretrain, data_digest, encoder_spec, fit_probe, freeze,
     pretrain_supervised, stage_seed, standardized_head, suggest_probe,
@@ -36,9 +41,15 @@ from harness.task import Task
 from harness.train import TrainConfig, predict_proba, suggest_optimizer, train, val_accuracy
 
 _SOURCE_KEYS = ("source", "source_classes", "pretrain_epochs", "pretrain_lr", "pretrain_weight_decay")
-_BASE = {"model": "cnn", "width": 32, "stages": None, "patch_size": None, "pretrained": False,
+_BASE = {"model": "cnn", "width": 32, "stages": None, "patch_size": None, "depth": None, "pretrained": False,
          "source": "mnist5k", "source_classes": "0-4", "pretrain_epochs": 10, "pretrain_lr": 2e-3,
          "pretrain_weight_decay": 1e-4}
+_VIT = {**_BASE, "model": "timm:vit_tiny_patch16_224", "width": None, "patch_size": 4, "depth": 4,
+        "pretrain_lr": 1e-3}
+
+
+def _base(method: str) -> dict[str, Any]:
+    return _VIT if method == "prefix_tuning" else _BASE
 _TARGET = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "augment": "none"}
 
 
@@ -55,6 +66,9 @@ def harness_methods() -> list[MethodInfo]:
         MethodInfo("pretrained_probe", ("image",), "linear probe on the frozen backbone pre-trained on a "
                    "source task", "Kornblith et al., Do Better ImageNet Models Transfer Better?, CVPR 2019",
                    defaults={**_BASE, **PROBE_DEFAULTS}),
+        MethodInfo("prefix_tuning", ("image",), "learned prompt tokens in every block (+ head) of a frozen ViT "
+                   "pre-trained on a source task", "Jia et al., Visual Prompt Tuning, ECCV 2022; Li & Liang, "
+                   "Prefix-Tuning, ACL 2021", defaults={**_VIT, **_TARGET, "lr": 1e-2, "prompts": 8}),
     ]
 
 
@@ -62,7 +76,7 @@ def harness_methods() -> list[MethodInfo]:
 def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     # The backbone and its source stage are usually pinned by the suite; they sit in the space so
     # that a pinned value is recorded with the trial like any other.
-    cfg: dict[str, Any] = {k: trial.suggest_categorical(k, [v]) for k, v in _BASE.items()
+    cfg: dict[str, Any] = {k: trial.suggest_categorical(k, [v]) for k, v in _base(method).items()
                            if k not in ("pretrain_lr", "pretrain_weight_decay", "pretrain_epochs")}
     cfg["pretrain_epochs"] = trial.suggest_int("pretrain_epochs", 5, 30, step=5)
     cfg["pretrain_lr"] = trial.suggest_float("pretrain_lr", 5e-4, 5e-3, log=True)
@@ -74,6 +88,8 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     cfg["augment"] = trial.suggest_categorical("augment", ["none", "light"])
     if method == "adapters":
         cfg["reduction"] = trial.suggest_categorical("reduction", [4, 8, 16])
+    if method == "prefix_tuning":
+        cfg["prompts"] = trial.suggest_categorical("prompts", [4, 8, 16])
     return cfg
 
 
@@ -104,6 +120,9 @@ def harness_fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classif
     if method == "adapters":
         freeze(model.encoder)
         insert_adapters(model.encoder, task.train.x[:2], reduction=int(config.get("reduction", 8)))
+    elif method == "prefix_tuning":
+        freeze(model.encoder)
+        insert_prompts(model.encoder, task.train.x[:2], prompts=config.get("prompts", 8))
     x, y = task.train.x, task.train.y
     aug = augment_from_config(config.get("augment", "none"), bool(task.meta.get("hflip", False)))
 

@@ -128,3 +128,43 @@ def test_cache_is_keyed_by_content(tmp_path):
     _, hit_d = cached_pretrain(build, pretrain, what={"x": 1}, data="e", seed=3, ctx=ctx)
     assert (hit_a, hit_b, hit_c, hit_d) == (False, True, False, False)
     assert runs == [3, 3, 3] and torch.equal(a.weight, b.weight)
+
+
+def test_prompts_keep_the_sequence_and_train_only_themselves(registry):
+    from harness.models.adapters import Prompted, insert_prompts
+
+    task = load_task(registry, "mnist5k", options={"classes": "0-4"})
+    model = create_model("timm:vit_tiny_patch16_224", task, patch_size=4, depth=2).eval()
+    x = task.train.x[:3]
+    freeze(model.encoder)
+    prompts = insert_prompts(model.encoder, x, prompts=5)
+    assert len(prompts) == 2 and all(p.shape == (5, 192) for p in prompts)
+    assert all(isinstance(b, Prompted) for b in model.encoder.blocks)
+    tokens = model.encoder.forward_features(x)
+    assert tokens.shape == (3, 1 + 49, 192)  # class token + 7×7 patches: the prompts are gone again
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in [*prompts, *model.head.parameters()]}
+    before = model(x)
+    with torch.no_grad():
+        prompts[0].add_(1.0)
+    assert not torch.allclose(model(x), before)  # the prompts reach the prediction
+    with pytest.raises(ConfigError, match="ViT-style backbone"):
+        insert_prompts(create_model("cnn", task).encoder, x)
+    with pytest.raises(ConfigError, match="positive integer"):
+        insert_prompts(create_model("timm:vit_tiny_patch16_224", task, patch_size=4, depth=1).encoder, x, prompts=0)
+
+
+VIT = {"model": "timm:vit_tiny_patch16_224", "patch_size": 2, "depth": 2, "width": None, "source": "digits",
+       "source_classes": "0-4", "pretrain_epochs": 10, "batch_size": 32}
+
+
+def test_prefix_tuning_learns_with_the_vit_frozen(registry, target, tmp_path):
+    fitted, ctx, acc = _fit(registry, "prefix_tuning", target, VIT, tmp_path)
+    assert acc > 0.4, acc  # chance is 0.2
+    source = source_backbone({**registry.method("prefix_tuning").info.defaults, **VIT}, target,
+                             FitContext(device=torch.device("cpu"), seed=0, cache_dir=tmp_path, phase="final"))
+    tuned = {k.replace(".block.", "."): v for k, v in fitted.encoder.state_dict().items() if not k.endswith("prompts")}
+    for name, value in source.encoder.state_dict().items():
+        assert torch.equal(tuned[name], value), name
+    total, trainable = ctx.parameter_counts()
+    assert trainable == 2 * 8 * 192 + 192 * 5 + 5 and trainable / total < 0.01

@@ -9,6 +9,12 @@ maps (N×C×H×W) get 1×1-convolution adapters, token sequences (N×L×D, ViTs)
 Where adapters go (:func:`adapter_sites`): after every block of a ViT-style ``blocks`` sequence,
 of ResNet-style ``layer1…layer4`` stages, of ``stages[i].blocks`` (ConvNeXt-style), and after
 every activation of a plain ``nn.Sequential`` encoder such as the built-in CNN.
+
+Prefix tuning for ViTs (:func:`insert_prompts`) uses the same sites: every transformer block is
+wrapped so that it sees ``n`` learned prompt tokens beside the image tokens, dropped again from its
+output. The next block gets fresh prompts of its own ("deep" visual prompt tuning, Jia et al., ECCV
+2022): to the image tokens they are extra keys and values in every layer's attention, the prefixes
+of Li & Liang (ACL 2021) expressed as tokens.
 """
 from __future__ import annotations
 
@@ -104,4 +110,46 @@ def insert_adapters(encoder: nn.Module, example: torch.Tensor, reduction: int = 
     return adapters
 
 
-__all__ = ["BottleneckAdapter", "Adapted", "adapter_sites", "insert_adapters"]
+class Prompted(nn.Module):
+    """A transformer block run with ``n`` learned prompt tokens inserted after the sequence's
+    ``skip`` leading tokens (class/register tokens) and removed from its output, so the block's
+    output has the shape of its input."""
+
+    def __init__(self, block: nn.Module, n: int, dim: int, skip: int):
+        super().__init__()
+        self.block = block
+        self.skip = skip
+        # The scale of timm's own learned tokens (class token, position embedding).
+        self.prompts = nn.Parameter(torch.randn(n, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        n, s = self.prompts.shape[0], self.skip
+        prompts = self.prompts.to(x.dtype).expand(x.shape[0], -1, -1)
+        out = self.block(torch.cat([x[:, :s], prompts, x[:, s:]], dim=1), *args, **kwargs)
+        return torch.cat([out[:, :s], out[:, s + n:]], dim=1)
+
+
+def insert_prompts(encoder: nn.Module, example: torch.Tensor, prompts: int = 8) -> nn.ParameterList:
+    """Wrap every block of a ViT-style ``encoder`` (in place) in :class:`Prompted` with ``prompts``
+    tokens each; return the prompt parameters. Raises :class:`ConfigError` for an encoder without
+    transformer blocks."""
+    blocks = getattr(encoder, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not len(blocks):
+        raise ConfigError(f"prefix tuning needs a ViT-style backbone with transformer blocks (e.g. "
+                          f"model: timm:vit_tiny_patch16_224), not {type(encoder).__name__}")
+    if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
+        raise ConfigError(f"prompts must be a positive integer, got {prompts!r}")
+    sites = [(blocks, name) for name, _ in blocks.named_children()]
+    shape = _output_shapes(encoder, sites[:1], example)[0]
+    if len(shape) != 3:
+        raise ConfigError(f"prefix tuning needs token blocks (N×L×D outputs), got {tuple(shape)}")
+    skip = int(getattr(encoder, "num_prefix_tokens", 1))
+    out = nn.ParameterList()
+    for parent, name in sites:
+        wrapped = Prompted(getattr(parent, name), prompts, int(shape[-1]), skip).to(example.device)
+        setattr(parent, name, wrapped)
+        out.append(wrapped.prompts)
+    return out
+
+
+__all__ = ["BottleneckAdapter", "Adapted", "adapter_sites", "insert_adapters", "Prompted", "insert_prompts"]
