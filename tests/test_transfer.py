@@ -146,7 +146,7 @@ def test_prompts_keep_the_sequence_and_train_only_themselves(registry):
     assert trainable == {id(p) for p in [*prompts, *model.head.parameters()]}
     before = model(x)
     with torch.no_grad():
-        prompts[0].add_(1.0)
+        prompts[0].add_(torch.randn(prompts[0].shape, generator=torch.Generator().manual_seed(0)))
     assert not torch.allclose(model(x), before)  # the prompts reach the prediction
     with pytest.raises(ConfigError, match="ViT-style backbone"):
         insert_prompts(create_model("cnn", task).encoder, x)
