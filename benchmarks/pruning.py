@@ -8,12 +8,15 @@ the figure is the cumulative epochs at the first trial whose validation accuracy
 unpruned run's best, as a share of the unpruned run's total epochs.
 
     python benchmarks/pruning.py                  # writes results/pruning/
+    python benchmarks/pruning.py --jobs 2         # runs in two processes (one torch thread each)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -49,6 +52,19 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[
     return out
 
 
+def _run_job(job: tuple) -> list[dict]:
+    method_name, dataset, pruner, seed, trials, epochs = job
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)  # side-by-side jobs share the cores
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    registry = load_plugins()
+    task = load_task(registry, dataset).without_test()
+    rows = run(registry.method(method_name), task, pruner, seed, trials, epochs)
+    best = max(r["val_accuracy"] or 0 for r in rows)
+    print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", default="erm")
@@ -57,17 +73,18 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default="results/pruning")
+    p.add_argument("--jobs", type=int, default=1, help="processes running (seed, pruner) runs side by side")
     args = p.parse_args(argv)
-    registry = load_plugins()
-    method = registry.method(args.method)
-    task = load_task(registry, args.dataset).without_test()
+    runs = [(args.method, args.dataset, pruner, seed, args.trials, args.epochs)
+            for seed in args.seeds for pruner in ("none", "median", "hyperband")]
     trials = []
-    for seed in args.seeds:
-        for pruner in ("none", "median", "hyperband"):
-            rows = run(method, task, pruner, seed, args.trials, args.epochs)
-            trials += rows
-            best = max(r["val_accuracy"] or 0 for r in rows)
-            print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for rows in pool.map(_run_job, runs):
+                trials += rows
+    else:
+        for job in runs:
+            trials += _run_job(job)
     frame = pd.DataFrame(trials)
     summary = []
     for seed, g in frame.groupby("seed"):
@@ -87,7 +104,7 @@ def main(argv=None) -> int:
     frame.to_csv(out / "pruning_trials.csv", index=False)
     summary.to_csv(out / "pruning.csv", index=False)
     prov = gather(method=args.method, dataset=args.dataset, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", finished_at=now())
+                  seeds=args.seeds, sampler="tpe", jobs=args.jobs, finished_at=now())
     (out / "pruning.md").write_text(
         f"# Pruning efficiency: {args.method} on {args.dataset}\n\nBudget per run: {args.trials * args.epochs} "
         f"training epochs (the unpruned run's {args.trials} TPE trials × {args.epochs} epochs); pruned runs spend "
