@@ -167,9 +167,11 @@ def run_suite(
                     say=lambda m: console.print(m, highlight=False),
                 ))
     provenance["finished_at"] = now()
+    # Rows whose results an earlier run computed keep that run's provenance.
+    computed = {(o.dataset, o.row) for o in outcomes if o.ran_final}
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         meta = summary.user_attrs.get(META_KEY)
-        if meta and meta.get("suite") == suite.name:
+        if meta and meta.get("suite") == suite.name and (meta.get("dataset"), meta.get("row")) in computed:
             optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr("provenance", provenance)
     from harness.report.html import method_descriptions  # matplotlib loads only when a report is written
 
@@ -279,7 +281,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             "objectives": list(suite.objectives), "cash": list(suite.cash) if row.method == "cash" else [],
             "spec": suite_spec(suite), "plugin_modules": list(plugin_modules),
         })
-        study.set_user_attr("provenance", provenance or {})
+        if "provenance" not in study.user_attrs:  # replaced when this run computes the row's results
+            study.set_user_attr("provenance", provenance or {})
         if isinstance(storage, optuna.storages.RDBStorage) and not storage.url.startswith("sqlite"):
             say(f"more workers may join: harness worker --study '{study.study_name}' --storage URL")
     label = f"{ds.label} · {row.name}"

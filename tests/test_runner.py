@@ -65,6 +65,11 @@ def test_adding_a_method_computes_only_the_new_one(tmp_path):
     assert new and all(line.startswith("centroid_b ") for line in new)
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(summary.method) == ["centroid", "centroid_b"]
+    # The row computed by the first run keeps that run's provenance, and the table says so.
+    md = (tmp_path / "out" / "summary.md").read_text()
+    earlier = [l for l in md.splitlines() if "rows computed by an earlier run" in l]
+    assert len(earlier) == 1 and "(digits · centroid)" in earlier[0] and "a.yaml" in earlier[0]
+    assert "b.yaml" in md.split("rows computed by an earlier run")[0]
 
 
 def test_report_rebuilds_the_tables_from_the_storage_alone(tmp_path):

@@ -47,10 +47,20 @@ def collect_rows(storage, suite: str | None = None) -> list[dict[str, Any]]:
 
 
 def collect_provenance(storage, suite: str | None = None) -> dict[str, Any]:
-    """The provenance stored with the suite's studies (the latest one written)."""
-    prov: dict[str, Any] = {}
-    for summary, _ in harness_studies(storage, suite):
+    """The provenance of the latest run that computed rows of the suite; rows computed by earlier
+    runs are listed under ``earlier_runs`` with their own command, commit and dates."""
+    runs: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+    for summary, meta in harness_studies(storage, suite):
         p = summary.user_attrs.get("provenance")
-        if p and p.get("finished_at", "") >= prov.get("finished_at", ""):
-            prov = p
+        if not p:
+            continue
+        key = (str(p.get("started_at", "")), str(p.get("git_commit", "")))
+        runs.setdefault(key, (p, []))[1].append(f"{meta.get('dataset')} · {meta.get('row')}")
+    if not runs:
+        return {}
+    ordered = sorted(runs.values(), key=lambda pr: str(pr[0].get("finished_at", "")))
+    prov = dict(ordered[-1][0])
+    if len(ordered) > 1:
+        prov["earlier_runs"] = [{"rows": rows, **{k: p.get(k) for k in ("command", "git_commit", "started_at", "finished_at")}}
+                                for p, rows in ordered[:-1]]
     return prov

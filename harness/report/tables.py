@@ -147,6 +147,9 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
             lines.append(f"- **{key.replace('_', ' ')}**: `{prov[key]}`")
     if "versions" in prov:
         lines.append("- **versions**: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
+    for run in prov.get("earlier_runs", ()):
+        lines.append(f"- **rows computed by an earlier run** ({', '.join(run['rows'])}): command `{run.get('command')}`, "
+                     f"git commit `{run.get('git_commit')}`, finished at `{run.get('finished_at')}`")
     lines.append(f"- **ECE**: {ECE_DEFINITION}; accuracy, ECE, NLL and Brier are mean ± std over seeds, "
                  "CI: 95 % percentile bootstrap of the mean over seeds; Brier is Σ_k (p_k − y_k)² (0–2).")
     lines.append("- **throughput**: train samples/s = examples processed by the training loop / fit wall time "
