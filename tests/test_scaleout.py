@@ -170,6 +170,7 @@ def test_interrupting_a_worker_leaves_its_trial_failed_and_queued(tmp_path):
         deadline = time.monotonic() + 120
         while not counter.exists() and time.monotonic() < deadline:  # until the trial is running
             time.sleep(0.2)
+        time.sleep(1.0)  # past the fit's first line, into its 60 s of work, on a loaded machine too
         worker.send_signal(signal.SIGINT)
         _, err = worker.communicate(timeout=60)
     finally:
