@@ -165,12 +165,14 @@ def test_interrupting_a_worker_leaves_its_trial_failed_and_queued(tmp_path):
     worker = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "worker", "--study", "int/digits/paced", "--storage",
          str(out / "optuna.journal")], cwd=tmp_path, env=harness_env(HARNESS_TEST_SLEEP="60", HARNESS_TEST_COUNTER=str(counter)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A background job (`cmd &` in a script, as CI may run us) inherits SIGINT ignored, and
+        # Python then never turns Ctrl-C into KeyboardInterrupt: give the worker a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not counter.exists() and time.monotonic() < deadline:  # until the trial is running
             time.sleep(0.2)
-        time.sleep(1.0)  # past the fit's first line, into its 60 s of work, on a loaded machine too
         worker.send_signal(signal.SIGINT)
         _, err = worker.communicate(timeout=60)
     finally:
