@@ -176,12 +176,9 @@ def run_suite(
     from harness.report.html import method_descriptions  # matplotlib loads only when a report is written
 
     paths = write_suite_tables(storage, suite, out_dir, descriptions=method_descriptions(registry))
-    rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in _wanted(suite)]
+    wanted = suite.pairs()
+    rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in wanted]
     return RunResult(out_dir=out_dir, rows=rows, outcomes=outcomes, paths=paths)
-
-
-def _wanted(suite: Suite) -> set[tuple[str, str]]:
-    return suite.pairs()
 
 
 def _plugin_modules(registry: Registry) -> list[str]:
@@ -196,11 +193,12 @@ def write_suite_tables(storage, suite: Suite, out_dir: Path,
     from harness.report.html import write_report
     from harness.report.plots import load_studies
 
-    rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in _wanted(suite)]
+    wanted = suite.pairs()
+    rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in wanted]
     provenance = collect_provenance(storage, suite.name)
     paths = write_tables(rows, out_dir, provenance, title=suite.name)
     paths.update(write_study_extras(storage, suite.name, out_dir))
-    paths.update(write_report(rows, out_dir, provenance, studies=load_studies(storage, suite.name, _wanted(suite)),
+    paths.update(write_report(rows, out_dir, provenance, studies=load_studies(storage, suite.name, wanted),
                               title=suite.name, descriptions=descriptions, drawn=paths))
     return paths
 

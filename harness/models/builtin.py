@@ -25,9 +25,10 @@ def mlp(task: Task, hidden: int = 256, depth: int = 2, dropout: float = 0.0, bat
     return Classifier(nn.Sequential(*layers), width, task.num_classes)
 
 
-def _conv_block(c_in: int, c_out: int, batchnorm: bool) -> list[nn.Module]:
+def _conv_block(c_in: int, c_out: int, batchnorm: bool, kernel: int = 3) -> list[nn.Module]:
+    """A same-size convolution (no bias under BatchNorm), BatchNorm when asked, ReLU."""
     return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batchnorm),
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batchnorm),
         nn.BatchNorm2d(c_out) if batchnorm else nn.Identity(),
         nn.ReLU(inplace=True),
     ]
@@ -65,9 +66,7 @@ def lenet(task: Task, width: int = 32, hidden: int = 128, batchnorm: bool = Fals
     layers: list[nn.Module] = []
     c = channels
     for c_out in (width, 2 * width):
-        layers += [nn.Conv2d(c, c_out, 5, padding=2, bias=not batchnorm),
-                   nn.BatchNorm2d(c_out) if batchnorm else nn.Identity(),
-                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += _conv_block(c, c_out, batchnorm, kernel=5) + [nn.MaxPool2d(2)]
         c, h, w = c_out, h // 2, w // 2
     layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), _norm1d(hidden, batchnorm), nn.ReLU(inplace=True),
                nn.Dropout(dropout)]
