@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from harness.data import load_task
 from harness.evaluate import FinalSettings, run_seed
-from harness.models import create_model
 from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
+from harness.toolkit.models import create_model
 
 WORKLOADS = {
     # name: (data set, config for erm)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.augment import Augment, augment_from_config
+from harness.toolkit.augment import Augment, augment_from_config
 
 
 def test_parameters_are_drawn_per_example():

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from harness.context import FitContext, seed_everything
-from harness.generative import (
+from harness.metrics import accuracy
+from harness_plugins.generative.likelihood import (
     NoiseSchedule, class_posterior, ddpm_sample, expand_classes, fit_temperature, image_grid,
     log_class_prior, log_marginal, mc_class_scores, quantise, save_grid, stratified_timesteps,
 )
-from harness.metrics import accuracy
-from harness.models.unet import ConditionalUNet
+from harness_plugins.generative.unet import ConditionalUNet
 
 CPU = torch.device("cpu")
 TINY_DIFFUSION = {"width": 16, "patch": 1, "noise_schedule": "linear", "timesteps": 100, "batch_size": 64,
@@ -105,7 +105,7 @@ def test_unet_shapes_and_ddpm_sampler():
 # ----------------------------------------------------------------------------- methods
 
 def _vae_negative_elbo(fitted, task):
-    from harness_plugins.generative import _vae_log_weights
+    from harness_plugins.generative.methods import _vae_log_weights
 
     return -_vae_log_weights(fitted.model, task.val.x, 1, 0)[0].gather(1, task.val.y[:, None]).mean().item()
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.models import Classifier, count_parameters, create_model, list_models
+from harness.toolkit.models import Classifier, count_parameters, create_model, list_models
 
 
 def test_registry_lists_and_builds(digits, iris):
@@ -31,7 +31,7 @@ def test_cnn_needs_images(iris):
 
 def test_lenet_from_a_configuration(registry):
     from harness.data import load_task
-    from harness.models import network_from_config
+    from harness.toolkit.models import network_from_config
 
     task = load_task(registry, "mnist5k")
     model = network_from_config({"model": "lenet", "width": 8, "hidden": 32, "batchnorm": False, "dropout": 0.5}, task)

@@ -10,9 +10,9 @@ import torch
 from harness.context import FitContext, seed_everything
 from harness.data import load_task
 from harness.metrics import accuracy
-from harness.models import create_model
-from harness.pretrain import byol_loss, nt_xent, view_augment
-from harness_plugins.representation import pretraining_images
+from harness.toolkit.models import create_model
+from harness.toolkit.pretrain import byol_loss, nt_xent, view_augment
+from harness_plugins.representation.methods import pretraining_images
 
 TINY = {"model": "cnn3", "width": 16, "pretrain_epochs": 3, "pretrain_batch_size": 128, "probe_epochs": 30}
 

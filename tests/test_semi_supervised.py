@@ -7,15 +7,15 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from harness.consistency import (
-    PairedBatches, TemporalEnsemble, frozen_batchnorm, kl_to_target, pseudo_label_loss, softmax_mse, two_views,
-    vat_loss,
-)
-from harness.augment import Augment
 from harness.context import FitContext, seed_everything
 from harness.data import load_task
 from harness.metrics import accuracy
-from harness.train import EMA, TrainConfig, train
+from harness.toolkit.augment import Augment
+from harness.toolkit.train import EMA, TrainConfig, train
+from harness_plugins.semi_supervised.consistency import (
+    PairedBatches, TemporalEnsemble, frozen_batchnorm, kl_to_target, pseudo_label_loss, softmax_mse, two_views,
+    vat_loss,
+)
 
 SSL_METHODS = ["mean_teacher", "pi_model", "temporal_ensembling", "pseudo_label", "vat"]
 CPU = torch.device("cpu")

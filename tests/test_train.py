@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from harness.context import FitContext
 from harness.errors import ConfigError, DivergedError
-from harness.models import create_model
-from harness.train import (
+from harness.toolkit.models import create_model
+from harness.toolkit.train import (
     EMA, OPTIMIZERS, TrainConfig, build_optimizer, build_schedule, predict_proba, sigmoid_rampup, train, val_accuracy,
 )
 

@@ -10,10 +10,10 @@ from harness.data import load_task
 from harness.data.tasks import load_related_task, parse_classes
 from harness.errors import ConfigError, DataError
 from harness.metrics import accuracy
-from harness.models import create_model
-from harness.models.adapters import BottleneckAdapter, insert_adapters
-from harness.pretrain import cached_pretrain, freeze
-from harness_plugins.transfer import source_backbone
+from harness.toolkit.models import create_model
+from harness.toolkit.pretrain import cached_pretrain, freeze
+from harness_plugins.transfer.adapters import BottleneckAdapter, insert_adapters
+from harness_plugins.transfer.methods import source_backbone
 
 TINY = {"model": "cnn", "width": 32, "stages": 2, "source": "digits", "source_classes": "0-4",
         "pretrain_epochs": 5, "batch_size": 32, "lr": 3e-3, "reduction": 4}
@@ -131,7 +131,7 @@ def test_cache_is_keyed_by_content(tmp_path):
 
 
 def test_prompts_keep_the_sequence_and_train_only_themselves(registry):
-    from harness.models.adapters import Prompted, insert_prompts
+    from harness_plugins.transfer.adapters import Prompted, insert_prompts
 
     task = load_task(registry, "mnist5k", options={"classes": "0-4"})
     model = create_model("timm:vit_tiny_patch16_224", task, patch_size=4, depth=2).eval()

@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import ensemble
 from harness.conformance import check_plugin
 from harness.context import FitContext, seed_everything
-from harness.ensemble import StackedMembers, member_orders, train_members
 from harness.errors import ConfigError
 from harness.evaluate import MEMBER_PROBS
 from harness.metrics import accuracy
-from harness.models import create_model
-from harness.train import TrainConfig
+from harness.toolkit.models import create_model
+from harness.toolkit.train import TrainConfig
+from harness_plugins.uncertainty import ensemble
+from harness_plugins.uncertainty.ensemble import StackedMembers, member_orders, train_members
 
 from conftest import run_cli, harness_env
 

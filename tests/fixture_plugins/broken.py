@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from harness import MethodInfo, hookimpl
-from harness.models import create_model
-from harness.train import TrainConfig, train
+from harness.toolkit.models import create_model
+from harness.toolkit.train import TrainConfig, train
 
 
 @hookimpl

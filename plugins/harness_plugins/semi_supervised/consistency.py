@@ -1,6 +1,6 @@
 """Pieces shared by the semi-supervised methods: batch pairing, two views, consistency losses.
 
-The loop of :func:`harness.train.train` walks the *unlabelled* pool; :class:`PairedBatches` adds a
+The loop of :func:`harness.toolkit.train.train` walks the *unlabelled* pool; :class:`PairedBatches` adds a
 labelled batch to every unlabelled one, so an epoch is one pass over the unlabelled data however
 few labels there are. Everything stays on the device: the labelled stream is a precomputed run of
 shuffled permutations, and confidence masks and ensemble counts are tensors, never host values.

@@ -24,13 +24,13 @@ import torch
 
 from harness import hookimpl
 from harness.info import MethodInfo
-from harness.models import Classifier, network_from_config
-from harness.pretrain import (
+from harness.task import Task
+from harness.toolkit.models import Classifier, network_from_config
+from harness.toolkit.pretrain import (
     PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, SelfSupervised, cached_pretrain, data_digest,
     encoder_spec, fit_probe, pretrain_self_supervised, stage_seed, suggest_probe,
 )
-from harness.task import Task
-from harness.train import predict_proba
+from harness.toolkit.train import predict_proba
 
 _ENCODER_DEFAULTS = {"model": "cnn3", "width": 16, "pretrained": False}
 _SSL_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "proj_dim", "views")

@@ -15,8 +15,8 @@ import torch
 
 from harness import hookimpl
 from harness.info import MethodInfo
-from harness.supervised import fit_supervised
-from harness.train import OPTIMIZERS, predict_proba, suggest_optimizer
+from harness.toolkit.recipes import fit_supervised
+from harness.toolkit.train import OPTIMIZERS, predict_proba, suggest_optimizer
 
 KINDS = ("image", "tabular", "graph")
 _COMMON_DEFAULTS = {"model": "mlp", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64,

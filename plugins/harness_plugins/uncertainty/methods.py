@@ -6,7 +6,7 @@
   so a suite can put both rows side by side; the inference throughput counts all passes.
 * ``deep_ensemble``: ``members`` independently initialised networks, each with its own data order,
   predictions averaged (Lakshminarayanan et al., NeurIPS 2017); trained in one vectorised pass by
-  :func:`harness.ensemble.train_members`. ``members: 1`` is the single network of the same recipe.
+  :func:`harness_plugins.uncertainty.ensemble.train_members`. ``members: 1`` is the single network of the same recipe.
 
 Both hand their sampled predictions (``S × N × K``) to the core on ``ctx.extras["member_probs"]``,
 from which it reports the mutual information. Temperature scaling and shift/OOD scoring are the
@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import hookimpl
-from harness.augment import augment_from_config
 from harness.errors import ConfigError
-from harness.ensemble import Members, train_members
 from harness.evaluate import MEMBER_PROBS
 from harness.info import MethodInfo
-from harness.models import network_from_config
-from harness.supervised import fit_supervised
-from harness.train import OPTIMIZERS, TrainConfig, autocast, predict_proba, suggest_optimizer
+from harness.toolkit.augment import augment_from_config
+from harness.toolkit.models import network_from_config
+from harness.toolkit.recipes import fit_supervised
+from harness.toolkit.train import OPTIMIZERS, TrainConfig, autocast, predict_proba, suggest_optimizer
+from harness_plugins.uncertainty.ensemble import Members, train_members
 
 KINDS = ("image", "tabular")
 _NETWORK = {"model": "mlp", "hidden": 256, "batchnorm": True, "optimizer": "adamw", "lr": 2e-3,

@@ -28,17 +28,17 @@ import torch
 import torch.nn.functional as F
 
 from harness import hookimpl
-from harness.augment import augment_from_config
 from harness.data.tasks import load_related_task, parse_classes
 from harness.info import MethodInfo
-from harness.models import Classifier, network_from_config
-from harness.models.adapters import insert_adapters, insert_prompts
-from harness.pretrain import (
+from harness.task import Task
+from harness.toolkit.augment import augment_from_config
+from harness.toolkit.models import Classifier, network_from_config
+from harness.toolkit.pretrain import (
     PRETRAIN_DEFAULTS, PROBE_DEFAULTS, cached_pretrain, data_digest, encoder_spec, fit_probe, freeze,
     pretrain_supervised, stage_seed, standardized_head, suggest_probe,
 )
-from harness.task import Task
-from harness.train import TrainConfig, predict_proba, suggest_optimizer, train, val_accuracy
+from harness.toolkit.train import TrainConfig, predict_proba, suggest_optimizer, train, val_accuracy
+from harness_plugins.transfer.adapters import insert_adapters, insert_prompts
 
 _SOURCE_KEYS = ("source", "source_classes", "pretrain_epochs", "pretrain_lr", "pretrain_weight_decay")
 _BASE = {"model": "cnn", "width": 32, "stages": None, "patch_size": None, "depth": None, "pretrained": False,

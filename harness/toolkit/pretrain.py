@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import Augment
 from harness.context import FitContext
 from harness.errors import ConfigError
-from harness.models import Classifier
-from harness.train import EMA, TrainConfig, predict_logits, train, val_accuracy
 from harness.task import Split, Task
+from harness.toolkit.augment import Augment
+from harness.toolkit.models import Classifier
+from harness.toolkit.train import EMA, TrainConfig, predict_logits, train, val_accuracy
 
 CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 

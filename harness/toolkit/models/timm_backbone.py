@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.models.classifier import Classifier
 from harness.task import Task
+from harness.toolkit.models.classifier import Classifier
 
 
 def create_timm(arch: str, task: Task, pretrained: bool = False, **kwargs) -> Classifier:

@@ -2,7 +2,7 @@
 
 Every method trains one network on cross-entropy over a labelled batch plus a ramped-up
 unsupervised term over an unlabelled batch (pairing, two views, the losses and the ramp come from
-:mod:`harness.consistency` and :mod:`harness.train`):
+:mod:`harness_plugins.semi_supervised.consistency` and :mod:`harness.toolkit.train`):
 
 * ``mean_teacher``: the softmax of the student on one augmented view is pulled towards that of an
   exponential moving average of its own weights (the teacher) on another; the teacher predicts
@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import hookimpl
-from harness.augment import augment_from_config
-from harness.consistency import Batch, PairedBatches, TemporalEnsemble, pseudo_label_loss, softmax_mse, two_views, vat_loss
 from harness.context import FitContext
 from harness.info import MethodInfo
-from harness.models import create_model
 from harness.task import Task
-from harness.train import EMA, TrainConfig, predict_proba, sigmoid_rampup, suggest_optimizer, train, val_accuracy
+from harness.toolkit.augment import augment_from_config
+from harness.toolkit.models import create_model
+from harness.toolkit.train import EMA, TrainConfig, predict_proba, sigmoid_rampup, suggest_optimizer, train, val_accuracy
+from harness_plugins.semi_supervised.consistency import Batch, PairedBatches, TemporalEnsemble, pseudo_label_loss, softmax_mse, two_views, vat_loss
 
 _COMMON = {"model": "cnn", "width": 32, "dropout": 0.0, "optimizer": "adamw", "lr": 1e-2, "weight_decay": 1e-4,
            "batch_size": 64, "labeled_batch": 32, "augment": "light", "rampup": 0.3}

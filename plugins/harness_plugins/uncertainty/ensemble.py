@@ -1,7 +1,7 @@
 """Several independently initialised copies of one network, trained together and averaged.
 
 :func:`train_members` trains ``M`` members of any architecture with the shared loop of
-:mod:`harness.train`. Each member has its own initialisation and its own data order: member ``m``
+:mod:`harness.toolkit.train`. Each member has its own initialisation and its own data order: member ``m``
 reads the training set through a fixed random bijection ``order[m]`` of the example positions, so
 one shared shuffled batch of positions becomes ``M`` different batches (member 0 reads it as is).
 
@@ -12,7 +12,7 @@ exactly ``M`` independent runs for element-wise optimisers (SGD, momentum, Adam,
 Adagrad). BatchNorm works too: its running statistics are stacked buffers, one set per member.
 Models that ``vmap`` cannot trace (some timm blocks) fall back to training the members one after
 another with the same step function; the fallback is logged and ``Members.vectorised`` says which
-way was taken. In the vectorised mode the best-weights restore of :func:`harness.train.train` picks
+way was taken. In the vectorised mode the best-weights restore of :func:`harness.toolkit.train.train` picks
 one epoch for all members (by the ensemble's validation accuracy).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from harness.context import FitContext
-from harness.train import TrainConfig, autocast, train
+from harness.toolkit.train import TrainConfig, autocast, train
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # step(forward, idx, progress): ``idx`` is ``M × B`` train positions (one row per member),

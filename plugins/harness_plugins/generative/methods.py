@@ -2,7 +2,7 @@
 
 Both model p(x|y) and classify by Bayes' rule, p(y|x) ∝ p(x|y)·p(y) with p(y) the training label
 frequencies. Every class of an example is scored with the same Monte-Carlo draws (common random
-numbers, :func:`harness.generative.mc_class_scores`), so the class comparison is paired.
+numbers, :func:`harness_plugins.generative.likelihood.mc_class_scores`), so the class comparison is paired.
 
 * ``vae``: encoder q(z|x,y) (reparameterised Gaussian) and decoder p(x|z,y) (Bernoulli over grey
   levels, or Gaussian with learned per-pixel variance), MLPs with the class one-hot appended to their
@@ -46,15 +46,15 @@ from torch import nn
 from harness import hookimpl
 from harness.context import FitContext
 from harness.errors import ConfigError
-from harness.generative import (
+from harness.info import MethodInfo
+from harness.task import Split, Task
+from harness.toolkit.train import EMA, TrainConfig, train
+from harness_plugins.generative.likelihood import (
     SCHEDULES, NoiseSchedule, bits_per_dim, cache_load, cache_store, class_posterior,
     ddpm_sample, expand_classes, fingerprint, fit_temperature, log_class_prior, log_marginal,
     mc_class_scores, quantise, save_grid, stratified_timesteps,
 )
-from harness.info import MethodInfo
-from harness.models.unet import ConditionalUNet
-from harness.task import Split, Task
-from harness.train import EMA, TrainConfig, train
+from harness_plugins.generative.unet import ConditionalUNet
 
 SAMPLES_PER_CLASS = 10
 LOG_2PI = math.log(2 * math.pi)

@@ -5,9 +5,9 @@ import math
 
 from torch import nn
 
-from harness.models import register_model
-from harness.models.classifier import Classifier
 from harness.task import Task
+from harness.toolkit.models import register_model
+from harness.toolkit.models.classifier import Classifier
 
 
 def _norm1d(width: int, batchnorm: bool) -> nn.Module:

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.augment import augment_from_config
 from harness.context import FitContext
-from harness.models import network_from_config
 from harness.task import Task
-from harness.train import TrainConfig, train, val_accuracy
+from harness.toolkit.augment import augment_from_config
+from harness.toolkit.models import network_from_config
+from harness.toolkit.train import TrainConfig, train, val_accuracy
 
 
 def mixup_loss(logits_fn, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ from typing import Callable
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.models.classifier import Classifier
 from harness.task import Task
+from harness.toolkit.models.classifier import Classifier
 
 _REGISTRY: dict[str, Callable[..., Classifier]] = {}
 
@@ -36,7 +36,7 @@ def create_model(name: str, task: Task, **kwargs) -> Classifier:
     """Build the model ``name`` for ``task``. ``timm:<arch>`` builds any timm model (not pretrained
     unless ``pretrained=True``, which needs timm's weights in the local cache)."""
     if name.startswith("timm:"):
-        from harness.models.timm_backbone import create_timm
+        from harness.toolkit.models.timm_backbone import create_timm
 
         return create_timm(name[5:], task, **kwargs)
     try:
@@ -76,7 +76,7 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     return total, sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-from harness.models import builtin as _builtin  # noqa: E402,F401  (registers mlp and cnn)
+from harness.toolkit.models import builtin as _builtin  # noqa: E402,F401  (registers mlp and cnn)
 
 
 @register_model("cnn3")

@@ -31,7 +31,7 @@ from torch import nn
 from harness import hookimpl
 from harness.data.planetoid import import_pyg
 from harness.info import MethodInfo
-from harness.train import TrainConfig, train
+from harness.toolkit.train import TrainConfig, train
 
 GCN_DEFAULTS = {"hidden": 16, "dropout": 0.5, "lr": 0.01, "weight_decay": 5e-4, "patience": 100}
 GAT_DEFAULTS = {"heads": 8, "hidden": 8, "out_heads": 1, "dropout": 0.6, "attn_dropout": 0.6,

@@ -1,6 +1,6 @@
 """A small class-conditional U-Net that predicts the noise of a diffusion step: ε̂(x_t, t, y).
 
-Not a :class:`~harness.models.Classifier` (it maps images to images), so it is built directly rather
+Not a :class:`~harness.toolkit.models.Classifier` (it maps images to images), so it is built directly rather
 than through ``create_model``. Each resolution has one residual block whose normalised activations
 are scaled and shifted by the time-and-class embedding (FiLM), as in improved DDPM; a resolution is
 halved only while it is even, so 8×8 and 28×28 images both work. ``patch=2`` folds each 2×2 patch
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.generative import TimeClassEmbedding
+from harness_plugins.generative.likelihood import TimeClassEmbedding
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -1,0 +1,1 @@
+"""Generative classifiers (VAE, DDPM) with their likelihood scoring, noise schedules and U-Net."""

@@ -1,0 +1,1 @@
+"""Self-supervised pre-training (SimCLR, BYOL) evaluated by a linear probe."""

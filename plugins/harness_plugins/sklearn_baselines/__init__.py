@@ -1,0 +1,1 @@
+"""Classical scikit-learn anchors (logistic regression, SVC, random forest, k-NN)."""

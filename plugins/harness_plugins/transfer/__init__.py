@@ -1,0 +1,1 @@
+"""Transfer from a source task: fine-tuning, probes, bottleneck adapters and prompt tuning."""

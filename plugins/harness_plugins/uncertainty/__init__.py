@@ -1,0 +1,1 @@
+"""MC dropout and deep ensembles, with the ensemble trainer only they use."""
