@@ -1,9 +1,10 @@
 """The hooks a harness plugin implements. This module is the plugin author's contract.
 
 A plugin is any module (or object) with functions decorated by :data:`harness.hookimpl` whose
-names match the hooks below. It reaches the core through the entry-point group ``harness``::
+names match the hooks below. It reaches the core through the entry-point group ``harness_automl``
+(named after the distribution, ``pip install harness-automl``)::
 
-    [project.entry-points.harness]
+    [project.entry-points.harness_automl]
     my_methods = "my_package.methods"
 
 (or ``harness run --plugin my_package.methods`` for a module that is not installed). The built-in
@@ -79,7 +80,7 @@ def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext
     ``task.test`` is always ``None``: train on ``task.train`` (and ``task.unlabeled`` for
     semi-supervised methods); ``task.val`` may be used for early stopping and for
     ``ctx.report(epoch, val_accuracy)``, which prunes unpromising trials by raising
-    ``optuna.TrialPruned`` (let it propagate). Build the loop from :mod:`harness.train` so that AMP,
+    ``optuna.TrialPruned`` (let it propagate). Build the loop from :mod:`harness.toolkit.train` so that AMP,
     devices, pruning reports and throughput counting behave the same for every method.
 
     The returned object is opaque to the core and is handed back to ``harness_evaluate``. Raise

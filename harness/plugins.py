@@ -1,7 +1,7 @@
 """Loading plugins, and the :class:`Registry` of methods and data sets they provide.
 
 Built-in plugins and third-party ones arrive the same way, through the entry-point group
-``harness``; ``--plugin module.path`` adds a module that is not installed. A plugin that fails to
+``harness_automl``; ``--plugin module.path`` adds a module that is not installed. A plugin that fails to
 import, implements a hook with a wrong signature or an unknown ``harness_*`` name, or claims a
 method name that is taken, is recorded as a :class:`Problem` and skipped; the others still load.
 
@@ -14,6 +14,7 @@ import fnmatch
 import importlib
 import importlib.metadata as md
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -25,7 +26,8 @@ from harness import hookspecs
 from harness.errors import ConfigError, PluginError, PluginOutputError, UnknownMethodError
 from harness.info import DatasetInfo, MethodInfo
 
-ENTRY_POINT_GROUP = "harness"
+DISTRIBUTION = "harness-automl"  # what `pip install` names; the import package is `harness`
+ENTRY_POINT_GROUP = "harness_automl"
 METHOD_HOOKS = ("harness_search_space", "harness_fit", "harness_evaluate")
 
 
@@ -235,13 +237,18 @@ def _distribution_of(ep: md.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "package (unknown)"
-    if dist.metadata["Name"] == "harness":
+    if _canonical(dist.metadata["Name"]) == DISTRIBUTION:
         return "built-in"
     return f"package {dist.metadata['Name']} {dist.version}"
 
 
+def _canonical(name: str) -> str:
+    """A distribution name as PyPI compares it (PEP 503): ``Harness_AutoML`` is ``harness-automl``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> Registry:
-    """Build a registry from the entry-point group ``harness`` plus explicitly named modules."""
+    """Build a registry from the entry-point group ``harness_automl`` plus explicitly named modules."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if os.environ.get("HARNESS_TRACE"):

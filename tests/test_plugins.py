@@ -24,6 +24,17 @@ def test_builtins_load_through_the_entry_point_group(registry):
     assert not [p for p in registry.problems if p.plugin in CORE_PLUGINS]
 
 
+def test_example_plugin_depends_on_this_distribution_and_its_group():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from harness.plugins import DISTRIBUTION, ENTRY_POINT_GROUP
+
+    ours = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    example = tomllib.loads((REPO / "examples" / "harness-lda" / "pyproject.toml").read_text())["project"]
+    assert ours["name"] == DISTRIBUTION and ENTRY_POINT_GROUP in ours["entry-points"]
+    assert DISTRIBUTION in example["dependencies"] and ENTRY_POINT_GROUP in example["entry-points"]
+
+
 def test_every_builtin_plugin_loads_without_problems(registry):
     assert [str(p) for p in registry.problems] == []
 

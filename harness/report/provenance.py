@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("harness", "torch", "torchvision", "optuna", "pluggy", "pandas", "scikit-learn", "scipy",
+PACKAGES = ("harness-automl", "torch", "torchvision", "optuna", "pluggy", "pandas", "scikit-learn", "scipy",
             "numpy", "timm", "rich", "torch-geometric")
 
 
