@@ -162,8 +162,9 @@ class Column:
         return f"{self.scale * v:.{self.digits}f}"
 
     def format_pm(self, mean: Any, std: Any) -> str:
-        """``mean ± std`` over seeds."""
-        return f"{self.format(mean)} ± {self.format(std)}"
+        """``mean ± std`` over seeds; ``–`` where there is no mean."""
+        text = self.format(mean)
+        return text if text == "–" else f"{text} ± {self.format(std)}"
 
     def format_ci(self, low: Any, high: Any) -> str:
         """``[low, high]``, a confidence interval."""
