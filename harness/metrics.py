@@ -230,7 +230,7 @@ COLUMNS: dict[str, Column] = {c.name: c for c in (
     Column(name="params_trainable", label="trainable", count=True, description="parameters trained"),
     Column(name="trainable_fraction", label="trained", unit="%", scale=100.0, digits=1,
            description="share of parameters trained"),
-    Column(name="auroc", label="AUROC", higher_is_better=True, digits=3,
+    Column(name="ood_auroc", label="AUROC", higher_is_better=True, digits=3,
            description="area under the ROC curve of telling out-of-distribution inputs by an uncertainty score"),
 )}
 UNCALIBRATED = "_uncalibrated"

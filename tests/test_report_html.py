@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from harness.report.html import write_report
+from harness.report.pipeline import build
 from harness.report.latex import escape
 from harness.report.plots import StudyRecord, param_importances
 
@@ -61,8 +61,8 @@ def report(tmp_path_factory):
     studies = [StudyRecord("syn", ds, m, _study(), ("accuracy",), 1) for ds in ("d1", "d2") for m in METHODS]
     mo = _study(8, ("maximize", "minimize"))
     studies.append(StudyRecord("syn", "d1", "multi", mo, ("accuracy", "ece"), mo.best_trials[0].number))
-    paths = write_report(_rows(), out, {"suite": "syn", "git_commit": "abc123", "versions": {"torch": "x"}},
-                         studies=studies, descriptions={"erm": {"description": "<b>bold</b> & co", "citation": ""}})
+    paths = build(_rows(), {"suite": "syn", "git_commit": "abc123", "versions": {"torch": "x"}}, studies=studies,
+                  descriptions={"erm": {"description": "<b>bold</b> & co", "citation": ""}}).write(out)
     return out, paths, paths["html"].read_text()
 
 
@@ -138,11 +138,11 @@ def test_statistics_and_files(report):
 
 
 def test_one_data_set_has_ranks_but_no_friedman(tmp_path):
-    paths = write_report(_rows(datasets=("only",)), tmp_path, {"suite": "one"})
+    paths = build(_rows(datasets=("only",)), {"suite": "one"}).write(tmp_path)
     page = paths["html"].read_text()
     assert "at least 2 data sets" in page and "critical-difference diagram" not in page
     assert not any(k.startswith("ranks_tex") for k in paths)
-    solo = write_report(_rows(datasets=("only",), methods=("solo",)), tmp_path / "solo", {"suite": "solo"})
+    solo = build(_rows(datasets=("only",), methods=("solo",)), {"suite": "solo"}).write(tmp_path / "solo")
     text = solo["html"].read_text()
     assert "nothing to compare head to head" in text and "Pairwise comparisons" not in text
 

@@ -157,12 +157,13 @@ def pairwise_comparisons(per_seed: pd.DataFrame, metrics: dict[str, str] | None 
     for metric, sense in metrics.items():
         if metric not in ok or ok[metric].isna().all():
             continue
-        for dataset, group in ok.groupby("dataset", sort=False):
+        have = ok[ok[metric].notna()]  # a plugin's metric may apply to some data sets only
+        for dataset, group in have.groupby("dataset", sort=False):
             wide = group.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
             wide.index = [str(int(s)) for s in wide.index]
             out.extend(_compare_all(wide, methods, dataset, metric, sense, "seeds"))
-        if ok["dataset"].nunique() > 1:
-            means = ok.groupby(["dataset", "method"], sort=False)[metric].mean().unstack("method")
+        if have["dataset"].nunique() > 1:
+            means = have.groupby(["dataset", "method"], sort=False)[metric].mean().unstack("method")
             out.extend(_compare_all(means, methods, ACROSS, metric, sense, "data sets"))
     return pd.DataFrame(out)
 

@@ -231,7 +231,7 @@ def ood_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 def ood_display(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The OOD table as people read it, and the number each AUROC cell sorts by."""
-    auroc = COLUMNS["auroc"]
+    auroc = COLUMNS["ood_auroc"]
     scores = [s for s in OOD_SCORES if f"auroc_{s}_mean" in frame]
     shown = pd.DataFrame({"data set": frame["dataset"], "method": frame["method"], "OOD set": frame["ood_set"],
                           **{f"{auroc.label} {OOD_SCORES[s]}": [auroc.format_pm(m, sd) for m, sd in
