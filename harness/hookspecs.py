@@ -111,8 +111,8 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     Called after ``harness_fit`` on the validation split (while tuning) and on the test split (for
     the table), and on shifted copies of the test split. ``split.y`` is ``None``. Each row must be
     non-negative and sum to one; the core checks the shape and values and computes every metric
-    (accuracy, ECE, NLL, Brier) from these probabilities, and times this call for the
-    inference-throughput column.
+    (accuracy, ECE, NLL, Brier, and those plugins add through ``harness_metrics``) from these
+    probabilities, and times this call for the inference-throughput column.
 
     A method that averages several sampled predictions (an ensemble, MC dropout) may also put them
     on ``ctx.extras["member_probs"]`` as an ``S × N × K`` tensor; the core then reports their
