@@ -197,3 +197,44 @@ def test_report_command_writes_the_page_for_chosen_studies(tmp_path):
     assert "logistic regression" in full.lower()          # the plugin's description, from the registry
     bad = run_cli("report", "--out", str(tmp_path), "--study", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no harness study named 'nope'" in bad.stderr
+
+
+def test_one_run_collects_the_rows_and_builds_the_summary_once(tmp_path, monkeypatch):
+    import harness.report.pipeline as pipeline
+    import harness.runner as runner
+    from harness.cli import main
+
+    calls = {"collect_rows": 0, "aggregate": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(runner, "collect_rows", counted("collect_rows", runner.collect_rows))
+    monkeypatch.setattr(pipeline, "aggregate", counted("aggregate", pipeline.aggregate))
+    assert main(["--plugin", "fixture_plugins.centroid", "run", "centroid", "--trials", "1", "--seeds", "1",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert calls == {"collect_rows": 1, "aggregate": 1}
+    assert (tmp_path / "summary.csv").is_file() and (tmp_path / "index.html").is_file()
+
+
+def test_terminal_table_keeps_method_names_whole():
+    table = build(_rows(datasets=("only",)), {"suite": "t"}).terminal_table()
+    columns = {c.header: c for c in table.columns}
+    assert columns["method"].no_wrap and columns["data set"].no_wrap
+    assert table.row_count == len(METHODS)
+
+
+def test_reliability_titles_show_the_tables_ece(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    titles = []
+    original = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda ax, text, *a, **k: (titles.append(text), original(ax, text, *a, **k))[1])
+    report = build(_rows(datasets=("only",)), {"suite": "t"})
+    report.write(tmp_path)
+    ece = report.summary.set_index("method")["ece_mean"]
+    for method in METHODS:
+        assert f"{method}\nECE {ece[method]:.4f}" in titles  # the summary's mean over seeds, not a pooled ECE
