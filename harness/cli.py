@@ -266,9 +266,6 @@ def _suite_from_args(args, registry):
 
 
 def _cmd_run(args, registry, console) -> int:
-    from rich.table import Table
-
-    from harness.report.tables import aggregate, display_frame, per_seed_frame
     from harness.runner import run_suite
 
     suite = _suite_from_args(args, registry)
@@ -277,13 +274,7 @@ def _cmd_run(args, registry, console) -> int:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
     result = run_suite(suite, registry, out, console=console, progress=not args.no_progress)
-    shown = display_frame(aggregate(per_seed_frame(result.rows)))
-    table = Table(title=f"{suite.name}: test split, mean ± std over seeds")
-    for col in shown.columns:
-        table.add_column(str(col), overflow="fold")
-    for _, r in shown.iterrows():
-        table.add_row(*[str(v) for v in r.tolist()])
-    console.print(table)
+    console.print(result.report.terminal_table())
     console.print(f"tables: {result.paths['summary_md']}  (per seed: {result.paths['per_seed_csv']})", highlight=False)
     for key, path in result.paths.items():
         if key.startswith(("cash_", "pareto_")) and key.endswith("_md"):
@@ -300,9 +291,9 @@ def _cmd_run(args, registry, console) -> int:
 
 def _cmd_report(args, registry, console) -> int:
     from harness.report.collect import collect_provenance, collect_rows
-    from harness.report.html import method_descriptions, write_report
+    from harness.report.html import method_descriptions
+    from harness.report.pipeline import build
     from harness.report.plots import load_studies
-    from harness.report.tables import write_tables
     from harness.search import make_storage
 
     out = Path(args.out or "results")
@@ -319,14 +310,13 @@ def _cmd_report(args, registry, console) -> int:
         rows = [r for r in rows if (r["suite"], r["dataset"], r["method"]) in chosen]
     if not rows:
         raise ConfigError("the storage holds no harness results" + (f" for suite {args.suite!r}" if args.suite else ""))
-    provenance = collect_provenance(storage, args.suite)
-    paths = write_tables(rows, out, provenance, title=args.suite or rows[0]["suite"])
     from harness.runner import write_study_extras
 
-    write_study_extras(storage, args.suite, out)
-    page = write_report(rows, out, provenance, studies=studies, html_path=Path(args.html) if args.html else None,
-                        title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry), drawn=paths)
-    console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {page['html']}",
+    report = build(rows, collect_provenance(storage, args.suite), studies=studies,
+                   title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry))
+    write_study_extras(storage, args.suite, out)  # before the page, which embeds the Pareto plots
+    paths = report.write(out, html_path=Path(args.html) if args.html else None)
+    console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {paths['html']}",
                   highlight=False)
     return 0
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from harness.context import FitContext
     from harness.info import DatasetInfo, MethodInfo
+    from harness.metrics import Metric
     from harness.task import Split, Task
 
 PROJECT = "harness"
@@ -58,6 +59,22 @@ def harness_datasets() -> list[DatasetInfo]:
     """Describe the data sets this plugin provides.
 
     Called once when plugins load. Return a list of :class:`harness.info.DatasetInfo`.
+    """
+
+
+@hookspec
+def harness_metrics() -> list[Metric]:
+    """Describe the metrics this plugin adds to every table.
+
+    Called once when plugins load. Return a list of :class:`harness.metrics.Metric`, each with a
+    name, ``fn(probs, labels) -> float`` (float64 ``N × K`` probabilities that passed the core's
+    checks, integer labels), ``higher_is_better``, a ``label`` and its format (``scale``,
+    ``digits``, ``unit``), and optionally ``applies(num_classes) -> bool`` to limit it to some tasks
+    (e.g. AUROC only where there are 2 classes; it is left out elsewhere). The core then computes it
+    for every prediction set it scores (tuning trials, test seeds, shifted copies) and shows it in
+    the summary, the comparisons, the ranks and the report page, like the built-in metrics; it can
+    also be named as a tuning objective. A name that a built-in metric, a column or another plugin
+    already uses is reported as a problem and the metric is skipped.
     """
 
 
@@ -95,8 +112,8 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     Called after ``harness_fit`` on the validation split (while tuning) and on the test split (for
     the table), and on shifted copies of the test split. ``split.y`` is ``None``. Each row must be
     non-negative and sum to one; the core checks the shape and values and computes every metric
-    (accuracy, ECE, NLL, Brier) from these probabilities, and times this call for the
-    inference-throughput column.
+    (accuracy, ECE, NLL, Brier, and those plugins add through ``harness_metrics``) from these
+    probabilities, and times this call for the inference-throughput column.
 
     A method that averages several sampled predictions (an ensemble, MC dropout) may also put them
     on ``ctx.extras["member_probs"]`` as an ``S × N × K`` tensor; the core then reports their

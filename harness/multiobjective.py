@@ -14,39 +14,45 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError
+from harness.metrics import COLUMNS, Column, all_metrics
 
-# name → (key in the validation metrics, direction). Throughput is validation examples per second
-# of ``harness_evaluate``, measured in the trial.
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": ("accuracy", "maximize"),
-    "ece": ("ece", "minimize"),
-    "nll": ("nll", "minimize"),
-    "brier": ("brier", "minimize"),
-    "throughput": ("infer_samples_per_s", "maximize"),
-}
+# Throughput is validation examples per second of ``harness_evaluate``, measured in the trial.
+THROUGHPUT = "throughput"
+
+
+def known_objectives() -> dict[str, Column]:
+    """Objective name → the declaration of the validation metric it reads (key and direction):
+    every registered metric, plugins' included, and ``throughput``."""
+    return {**{m.name: m for m in all_metrics()}, THROUGHPUT: COLUMNS["infer_samples_per_s"]}
 
 
 def parse_objectives(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """``"accuracy,ece"`` or a list → a validated tuple; None → accuracy alone."""
     if value is None:
         return ("accuracy",)
+    known = known_objectives()
     names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
     if not names:
-        raise ConfigError("objectives: give at least one of " + ", ".join(OBJECTIVES))
-    unknown = [n for n in names if n not in OBJECTIVES]
+        raise ConfigError("objectives: give at least one of " + ", ".join(known))
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"unknown objective(s) {', '.join(unknown)} (known: {', '.join(OBJECTIVES)})")
+        raise ConfigError(f"unknown objective(s) {', '.join(unknown)} (known: {', '.join(known)})")
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives repeat a name: {', '.join(names)}")
     return tuple(names)
 
 
 def directions(objectives: tuple[str, ...]) -> list[str]:
-    return [OBJECTIVES[o][1] for o in objectives]
+    known = known_objectives()
+    return [known[o].direction for o in objectives]
 
 
 def objective_values(metrics: dict[str, float], objectives: tuple[str, ...]) -> list[float]:
-    return [float(metrics[OBJECTIVES[o][0]]) for o in objectives]
+    known = known_objectives()
+    missing = [o for o in objectives if known[o].name not in metrics]
+    if missing:  # a plugin's metric that does not apply to this task
+        raise ConfigError(f"objective(s) {', '.join(missing)} not defined for this task")
+    return [float(metrics[known[o].name]) for o in objectives]
 
 
 def pareto_frame(study: optuna.Study, objectives: tuple[str, ...], retrained: int | None = None) -> pd.DataFrame:
@@ -69,7 +75,8 @@ def write_pareto(study: optuna.Study, objectives: tuple[str, ...], out_dir: Path
     front = pareto_frame(study, objectives, retrained)
     paths = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
     front.to_csv(paths["csv"], index=False)
-    arrows = ", ".join(f"{o} {'↑' if OBJECTIVES[o][1] == 'maximize' else '↓'}" for o in objectives)
+    known = known_objectives()
+    arrows = ", ".join(f"{o} {'↑' if known[o].higher_is_better else '↓'}" for o in objectives if o in known)
     paths["md"].write_text(
         f"# Pareto front: {study.study_name}\n\nValidation objectives ({arrows}); `retrained` marks the trial "
         "re-trained over seeds (the Pareto trial with the best validation accuracy).\n\n"

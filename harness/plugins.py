@@ -4,6 +4,8 @@ Built-in plugins and third-party ones arrive the same way, through the entry-poi
 ``harness_automl``; ``--plugin module.path`` adds a module that is not installed. A plugin that fails to
 import, implements a hook with a wrong signature or an unknown ``harness_*`` name, or claims a
 method name that is taken, is recorded as a :class:`Problem` and skipped; the others still load.
+Metrics from ``harness_metrics`` join :mod:`harness.metrics`' registry the same way: a name that
+is taken is a problem, and the metric is skipped.
 
 Environment switches: ``HARNESS_PLUGINS=a,b`` loads only the named entry points;
 ``HARNESS_TRACE=1`` prints every hook call with its arguments and result (pluggy's tracing).
@@ -23,8 +25,10 @@ import pluggy
 import torch
 
 from harness import hookspecs
+from harness import metrics as metric_registry
 from harness.errors import ConfigError, PluginError, PluginOutputError, UnknownMethodError
 from harness.info import DatasetInfo, MethodInfo
+from harness.metrics import Metric
 
 DISTRIBUTION = "harness-automl"  # what `pip install` names; the import package is `harness`
 ENTRY_POINT_GROUP = "harness_automl"
@@ -40,6 +44,7 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +126,7 @@ class Registry:
         self.problems: list[Problem] = []
         self.methods: dict[str, Method] = {}
         self.datasets: dict[str, tuple[DatasetInfo, str]] = {}
+        self.metrics: dict[str, tuple[Metric, str]] = {}
 
     # -- loading --------------------------------------------------------------------------
     def add(self, plugin: object, name: str, source: str) -> bool:
@@ -145,6 +151,8 @@ class Registry:
                        and getattr(getattr(plugin, impl_hook), "harness_impl", None) is not None)
         self.plugins[name] = PluginRecord(name=name, source=source, hooks=hooks)
         self._collect(name, plugin)
+        if name in self.plugins:
+            self._collect_metrics(name, plugin)
         return True
 
     def _collect(self, name: str, plugin: object) -> None:
@@ -185,6 +193,35 @@ class Registry:
                 continue
             self.datasets[ds.name] = (ds, name)
             record.datasets.append(ds.name)
+
+    # -- metrics (harness_metrics) ----------------------------------------------------------
+    def _collect_metrics(self, name: str, plugin: object) -> None:
+        if not hasattr(plugin, "harness_metrics"):
+            return
+        try:
+            declared = plugin.harness_metrics()
+        except Exception as exc:  # third-party code
+            self.problems.append(Problem(name, f"harness_metrics raised {_one_line(repr(exc))}"))
+            return
+        for m in declared or []:
+            if not isinstance(m, Metric):
+                self.problems.append(Problem(name, f"harness_metrics returned {m!r}, not a harness.metrics.Metric"))
+                continue
+            if metric_registry.builtin_name(m.name):
+                self.problems.append(Problem(name, f"metric {m.name!r} is a built-in name; skipped"))
+                continue
+            if m.name in self.metrics:
+                owner = self.metrics[m.name][1]
+                self.problems.append(
+                    Problem(name, f"metric {m.name!r} is already provided by plugin {owner!r}; skipped")
+                )
+                continue
+            self.metrics[m.name] = (m, name)
+            self.plugins[name].metrics.append(m.name)
+
+    def _install_metrics(self) -> None:
+        """Make the collected metrics the ones :func:`harness.metrics.classification_metrics` computes."""
+        metric_registry.set_plugin_metrics(m for m, _ in self.metrics.values())
 
     def _bind(self) -> None:
         for name, pending in list(self.methods.items()):
@@ -274,4 +311,5 @@ def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> Regi
             raise PluginError(f"cannot import plugin module {path!r}: {_one_line(repr(exc))}") from None
         registry.add(plugin, path, f"module {path}")
     registry._bind()
+    registry._install_metrics()
     return registry

@@ -22,7 +22,7 @@ from harness.evaluate import FinalSettings, run_seeds
 from harness.plugins import Registry
 from harness.report.collect import META_KEY, collect_provenance, collect_rows
 from harness.report.provenance import gather, now
-from harness.report.tables import write_tables
+from harness.report.pipeline import Report
 from harness.multiobjective import directions
 from harness.search import (
     PinnedTrial, TuneSettings, best_trial, budget_used, failure_summary, make_pruner, make_sampler,
@@ -59,6 +59,7 @@ class RunResult:
     rows: list[dict[str, Any]]
     outcomes: list[RowOutcome] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    report: Report | None = None  # the frames the tables were written from
 
     @property
     def failed(self) -> list[RowOutcome]:
@@ -175,10 +176,9 @@ def run_suite(
             optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr("provenance", provenance)
     from harness.report.html import method_descriptions  # matplotlib loads only when a report is written
 
-    paths = write_suite_tables(storage, suite, out_dir, descriptions=method_descriptions(registry))
-    wanted = suite.pairs()
-    rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in wanted]
-    return RunResult(out_dir=out_dir, rows=rows, outcomes=outcomes, paths=paths)
+    report = suite_report(storage, suite, descriptions=method_descriptions(registry))
+    paths = write_suite_tables(storage, suite, out_dir, report=report)
+    return RunResult(out_dir=out_dir, rows=report.rows, outcomes=outcomes, paths=paths, report=report)
 
 
 def _plugin_modules(registry: Registry) -> list[str]:
@@ -186,20 +186,24 @@ def _plugin_modules(registry: Registry) -> list[str]:
     return [name for name, rec in registry.plugins.items() if rec.source.startswith("module ")]
 
 
-def write_suite_tables(storage, suite: Suite, out_dir: Path,
-                       descriptions: dict[str, dict[str, str]] | None = None) -> dict[str, Path]:
-    """The suite's tables from the storage alone, plus CASH and Pareto tables of its studies, and the
-    report page (``index.html``) with its statistics and figures."""
-    from harness.report.html import write_report
+def suite_report(storage, suite: Suite, descriptions: dict[str, dict[str, str]] | None = None) -> Report:
+    """The suite's report, its rows collected from the storage once."""
+    from harness.report.pipeline import build
     from harness.report.plots import load_studies
 
     wanted = suite.pairs()
     rows = [r for r in collect_rows(storage, suite.name) if (r["dataset"], r["method"]) in wanted]
-    provenance = collect_provenance(storage, suite.name)
-    paths = write_tables(rows, out_dir, provenance, title=suite.name)
-    paths.update(write_study_extras(storage, suite.name, out_dir))
-    paths.update(write_report(rows, out_dir, provenance, studies=load_studies(storage, suite.name, wanted),
-                              title=suite.name, descriptions=descriptions, drawn=paths))
+    return build(rows, collect_provenance(storage, suite.name), studies=load_studies(storage, suite.name, wanted),
+                 title=suite.name, descriptions=descriptions)
+
+
+def write_suite_tables(storage, suite: Suite, out_dir: Path, descriptions: dict[str, dict[str, str]] | None = None,
+                       report: Report | None = None) -> dict[str, Path]:
+    """The suite's tables from the storage alone (or from ``report``, built by :func:`suite_report`),
+    plus CASH and Pareto tables of its studies, and the report page (``index.html``)."""
+    report = report or suite_report(storage, suite, descriptions)
+    paths = write_study_extras(storage, suite.name, out_dir)  # before the page, which embeds the Pareto plots
+    paths.update(report.write(out_dir))
     return paths
 
 

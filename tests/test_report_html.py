@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from harness.report.html import write_report
+from harness.report.pipeline import build
 from harness.report.latex import escape
 from harness.report.plots import StudyRecord, param_importances
 
@@ -61,8 +61,8 @@ def report(tmp_path_factory):
     studies = [StudyRecord("syn", ds, m, _study(), ("accuracy",), 1) for ds in ("d1", "d2") for m in METHODS]
     mo = _study(8, ("maximize", "minimize"))
     studies.append(StudyRecord("syn", "d1", "multi", mo, ("accuracy", "ece"), mo.best_trials[0].number))
-    paths = write_report(_rows(), out, {"suite": "syn", "git_commit": "abc123", "versions": {"torch": "x"}},
-                         studies=studies, descriptions={"erm": {"description": "<b>bold</b> & co", "citation": ""}})
+    paths = build(_rows(), {"suite": "syn", "git_commit": "abc123", "versions": {"torch": "x"}}, studies=studies,
+                  descriptions={"erm": {"description": "<b>bold</b> & co", "citation": ""}}).write(out)
     return out, paths, paths["html"].read_text()
 
 
@@ -138,11 +138,11 @@ def test_statistics_and_files(report):
 
 
 def test_one_data_set_has_ranks_but_no_friedman(tmp_path):
-    paths = write_report(_rows(datasets=("only",)), tmp_path, {"suite": "one"})
+    paths = build(_rows(datasets=("only",)), {"suite": "one"}).write(tmp_path)
     page = paths["html"].read_text()
     assert "at least 2 data sets" in page and "critical-difference diagram" not in page
     assert not any(k.startswith("ranks_tex") for k in paths)
-    solo = write_report(_rows(datasets=("only",), methods=("solo",)), tmp_path / "solo", {"suite": "solo"})
+    solo = build(_rows(datasets=("only",), methods=("solo",)), {"suite": "solo"}).write(tmp_path / "solo")
     text = solo["html"].read_text()
     assert "nothing to compare head to head" in text and "Pairwise comparisons" not in text
 
@@ -197,3 +197,44 @@ def test_report_command_writes_the_page_for_chosen_studies(tmp_path):
     assert "logistic regression" in full.lower()          # the plugin's description, from the registry
     bad = run_cli("report", "--out", str(tmp_path), "--study", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no harness study named 'nope'" in bad.stderr
+
+
+def test_one_run_collects_the_rows_and_builds_the_summary_once(tmp_path, monkeypatch):
+    import harness.report.pipeline as pipeline
+    import harness.runner as runner
+    from harness.cli import main
+
+    calls = {"collect_rows": 0, "aggregate": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(runner, "collect_rows", counted("collect_rows", runner.collect_rows))
+    monkeypatch.setattr(pipeline, "aggregate", counted("aggregate", pipeline.aggregate))
+    assert main(["--plugin", "fixture_plugins.centroid", "run", "centroid", "--trials", "1", "--seeds", "1",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert calls == {"collect_rows": 1, "aggregate": 1}
+    assert (tmp_path / "summary.csv").is_file() and (tmp_path / "index.html").is_file()
+
+
+def test_terminal_table_keeps_method_names_whole():
+    table = build(_rows(datasets=("only",)), {"suite": "t"}).terminal_table()
+    columns = {c.header: c for c in table.columns}
+    assert columns["method"].no_wrap and columns["data set"].no_wrap
+    assert table.row_count == len(METHODS)
+
+
+def test_reliability_titles_show_the_tables_ece(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    titles = []
+    original = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda ax, text, *a, **k: (titles.append(text), original(ax, text, *a, **k))[1])
+    report = build(_rows(datasets=("only",)), {"suite": "t"})
+    report.write(tmp_path)
+    ece = report.summary.set_index("method")["ece_mean"]
+    for method in METHODS:
+        assert f"{method}\nECE {ece[method]:.4f}" in titles  # the summary's mean over seeds, not a pooled ECE

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,17 +17,23 @@ from typing import Any, Iterable
 import optuna
 import pandas as pd
 
-from harness.metrics import ECE_DEFINITION
+from harness.metrics import ECE_DEFINITION, column
 from harness.report import plots
 from harness.report.latex import ranks_latex, summary_latex
+from harness.report.provenance import provenance_items
 from harness.report.stats import (
-    COMPARED, NO_VARIANCE, RankResult, average_ranks, methods_text, pairwise_comparisons,
+    NO_VARIANCE, RankResult, average_ranks, compared_metrics, methods_text, pairwise_comparisons, sense_of,
 )
-from harness.report.tables import _atomic_write, aggregate, display_frame, per_seed_frame
+from harness.report.tables import _atomic_write, display_sort_keys
+from harness.report.uncertainty import ood_display, plot_reliability, plot_shift
 
 RANKED = ("accuracy", "ece")  # metrics with ranks, Friedman test and CD diagram on the page
 PAGE_COMPARED = ("accuracy", "ece")  # pairwise tables shown open; the others are folded
-METRIC_LABEL = {"accuracy": "accuracy", "ece": "ECE", "nll": "NLL", "brier": "Brier"}
+
+
+def _label(metric: str) -> str:
+    declared = column(metric)
+    return declared.label if declared is not None else metric
 
 # Click a header to sort by it (again: reverse). Cells sort by data-v where given, numbers as numbers.
 SORT_JS = """
@@ -126,28 +131,11 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-@" else "_" for c in str(name))
 
 
-# display_frame column → the summary column it sorts by
-SUMMARY_SORT = {"accuracy %": "accuracy_mean", "95% CI": "accuracy_ci_low", "ECE": "ece_mean", "NLL": "nll_mean",
-                "Brier": "brier_mean", "train samples/s": "train_samples_per_s",
-                "infer samples/s": "infer_samples_per_s", "params": "params_total", "trained %": "trainable_fraction",
-                "seeds": "seeds", "entropy": "entropy_mean", "MI": "mutual_information_mean",
-                "ECE before TS": "ece_uncalibrated_mean", "NLL before TS": "nll_uncalibrated_mean",
-                "T": "temperature_mean"}
-
-
-def summary_table(summary: pd.DataFrame) -> str:
-    shown = display_frame(summary)
-    keys = pd.DataFrame({c: summary[SUMMARY_SORT[c]].to_numpy() if SUMMARY_SORT.get(c) in summary
-                         else [None] * len(summary) for c in shown.columns})
-    for c in shown.columns:
-        if c.startswith(("data set", "method", "note")) or c in SUMMARY_SORT:
-            continue
-        extra = f"extra_{c}_mean"
-        if extra in summary:
-            keys[c] = summary[extra].to_numpy()
-    fails = ["fail" if s != "ok" else "" for s in summary["status"]]
+def summary_table(summary: pd.DataFrame, shown: pd.DataFrame) -> str:
+    """The display frame as a sortable table, each cell sorting by the number it shows."""
+    fails = ["fail" if st != "ok" else "" for st in summary["status"]]
     numeric = [c for c in shown.columns if c not in ("data set", "method", "note")]
-    return table(shown, keys, row_classes=fails, numeric=numeric)
+    return table(shown, display_sort_keys(summary, shown), row_classes=fails, numeric=numeric)
 
 
 def _p(v: Any) -> str:
@@ -178,7 +166,9 @@ def _signed(v: Any, digits: int, scale: float = 1.0) -> str:
 
 def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
     part = comp[comp["metric"] == metric].reset_index(drop=True)
-    scale, digits, unit = (100.0, 2, " (pp)") if metric == "accuracy" else (1.0, 4, "")
+    declared = column(metric)
+    scale, digits = (declared.scale, declared.digits) if declared is not None else (1.0, 4)
+    unit = " (pp)" if declared is not None and declared.unit == "%" else ""  # a difference of percentages
     shown = pd.DataFrame({
         "data set": part["dataset"], "method a": part["method_a"], "method b": part["method_b"],
         "pairs": [f"{n} {unit_name}" for n, unit_name in zip(part["n"], part["paired_over"])],
@@ -210,9 +200,8 @@ def ranks_table(res: RankResult) -> str:
 
 
 def friedman_text(res: RankResult) -> str:
-    direction = "higher" if COMPARED.get(res.metric, "higher") == "higher" else "lower"
-    text = (f"Ranked by mean {METRIC_LABEL.get(res.metric, res.metric)} over seeds per data set "
-            f"({direction} is better; "
+    text = (f"Ranked by mean {_label(res.metric)} over seeds per data set "
+            f"({sense_of(res.metric)} is better; "
             f"rank 1 = best, ties share the mean rank); {res.n_methods} method{'s' * (res.n_methods != 1)} on "
             f"{res.n_datasets} data set"
             f"{'s' * (res.n_datasets != 1)}.")
@@ -233,16 +222,8 @@ def friedman_text(res: RankResult) -> str:
 
 
 def provenance_html(prov: dict[str, Any]) -> str:
-    rows = [(k.replace("_", " "), prov[k]) for k in ("command", "git_commit", "started_at", "finished_at", "device",
-                                                     "hardware", "platform", "seeds", "data_seed", "sampler", "pruner",
-                                                     "budget", "storage") if k in prov]
-    if "versions" in prov:
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
-    rows.append(("ECE", ECE_DEFINITION))
-    rows.append(("throughput", "train samples/s = examples processed by the training loop / fit wall time "
-                               "(validation included); infer samples/s = test examples / evaluate wall time"))
-    body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td><code>"
-                   f"{esc(v if isinstance(v, str) else json.dumps(v, default=str))}</code></td></tr>" for k, v in rows)
+    body = "".join(f"<tr><th scope='row'>{esc(k)}</th><td>" + (f"<code>{esc(v)}</code>" if code else esc(v))
+                   + "</td></tr>" for k, v, code in provenance_items(prov))
     return f"<table class='provenance'><tbody>{body}</tbody></table>"
 
 
@@ -266,12 +247,10 @@ def methods_html(per_seed: pd.DataFrame, descriptions: dict[str, dict[str, str]]
     return table(shown.reset_index(drop=True))
 
 
-def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[plots.StudyRecord],
-             rank_results: dict[str, RankResult | None], out_dir: Path,
+def _figures(summary: pd.DataFrame, rel: pd.DataFrame, shift: pd.DataFrame, ood: pd.DataFrame,
+             studies: list[plots.StudyRecord], rank_results: dict[str, RankResult | None], out_dir: Path,
              drawn: dict[str, Path]) -> tuple[dict[str, list[str]], dict[str, Path]]:
     """Every figure as embedded HTML by section, and the PNG files written (those in ``drawn`` are reused)."""
-    from harness.report.uncertainty import ood_frame, plot_reliability, plot_shift, reliability_frame, shift_frame
-
     fig_dir = out_dir / "plots"
     html_by: dict[str, list[str]] = {"overview": [], "reliability": [], "tuning": [], "pareto": [], "ranks": [],
                                      "shift": []}
@@ -291,17 +270,15 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
     for metric, res in rank_results.items():
         add("ranks", plots.cd_diagram(res) if res else None, f"cd_{metric}", f"critical-difference diagram, {metric}",
             "Red bars join methods whose average ranks differ by less than the critical difference.")
-    rel = reliability_frame(rows)
     if not rel.empty:
         for ds in dict.fromkeys(rel["dataset"]):
             path = drawn.get(f"reliability_png:{ds}")
             if path is None or not path.is_file():
                 path = out_dir / f"reliability_{_safe(ds)}.png"  # where the uncertainty tables put it
-                plot_reliability(rel, path, ds)
+                plot_reliability(rel, path, ds, summary)
             html_by["reliability"].append(_img(path.read_bytes(), f"reliability diagrams, {ds}",
                                                f"{ds}: pooled over seeds; {ECE_DEFINITION}."))
             paths[f"reliability_png:{ds}"] = path
-    shift = shift_frame(rows)
     for ds in dict.fromkeys(shift["dataset"]) if not shift.empty else ():
         path = drawn.get(f"shift_png:{ds}")
         if path is None or not path.is_file():
@@ -311,15 +288,8 @@ def _figures(rows: list[dict[str, Any]], summary: pd.DataFrame, studies: list[pl
                                      f"{ds}: accuracy, ECE and NLL (mean ± std over seeds) on shifted copies of the "
                                      "test split; intensity 0 is the clean split."))
         paths[f"shift_png:{ds}"] = path
-    ood = ood_frame(rows)
     if not ood.empty:
-        scores = [c for c in ood.columns if c.startswith("auroc_") and c.endswith("_mean")]
-        shown = pd.DataFrame({"data set": ood["dataset"], "method": ood["method"], "OOD set": ood["ood_set"],
-                              **{f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}":
-                                 [f"{m:.3f} ± {sd:.3f}" if m == m else "–"
-                                  for m, sd in zip(ood[c], ood[c[:-5] + "_std"])]
-                                 for c in scores}, "seeds": ood["seeds"]})
-        keys = pd.DataFrame({f"AUROC {c[len('auroc_'):-len('_mean')].replace('_', ' ')}": ood[c] for c in scores})
+        shown, keys = ood_display(ood)
         html_by["shift"].append("<h3>Out-of-distribution detection</h3><p class='muted'>AUROC (mean ± std over seeds) "
                                 "of telling each OOD set from the test split by an uncertainty score; 0.5 is chance."
                                 "</p>" + table(shown, keys, numeric=[*keys.columns, "seeds"]))
@@ -353,24 +323,22 @@ def method_descriptions(registry) -> dict[str, dict[str, str]]:
             for name, m in registry.methods.items()}
 
 
-def write_report(rows: list[dict[str, Any]], out_dir: Path, provenance: dict[str, Any], *,
-                 studies: list[plots.StudyRecord] | None = None, html_path: Path | None = None, title: str = "",
+def write_report(out_dir: Path, *, per_seed: pd.DataFrame, summary: pd.DataFrame, shown: pd.DataFrame,
+                 reliability: pd.DataFrame, shift: pd.DataFrame, ood: pd.DataFrame, provenance: dict[str, Any],
+                 title: str, studies: list[plots.StudyRecord] | None = None, html_path: Path | None = None,
                  descriptions: dict[str, dict[str, str]] | None = None,
                  drawn: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write the statistics (``comparisons.csv``, ``ranks.csv``), LaTeX tables (``summary.tex``,
     ``ranks_<metric>.tex``), the figures (``plots/``) and the page (``html_path``, default
-    ``out_dir/index.html``). ``descriptions`` maps a plugin's method name to its description and citation;
-    ``drawn`` holds the paths :func:`harness.report.tables.write_tables` returned for the same rows, whose
-    reliability and shift figures are embedded as they are rather than drawn twice."""
+    ``out_dir/index.html``) from the frames :func:`harness.report.pipeline.build` made.
+    ``descriptions`` maps a plugin's method name to its description and citation; ``drawn`` holds the
+    reliability and shift figures already written, which are embedded as they are rather than drawn twice."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = Path(html_path) if html_path else out_dir / "index.html"
     studies = studies or []
-    title = title or provenance.get("suite", "") or "harness results"
-    per_seed = per_seed_frame(rows)
-    summary = aggregate(per_seed)
     comp = pairwise_comparisons(per_seed) if not per_seed.empty else pd.DataFrame()
-    ranked = {m: average_ranks(per_seed, m) for m in COMPARED} if not per_seed.empty else {}
+    ranked = {m: average_ranks(per_seed, m) for m in compared_metrics()} if not per_seed.empty else {}
     paths: dict[str, Path] = {"comparisons_csv": out_dir / "comparisons.csv", "ranks_csv": out_dir / "ranks.csv",
                               "summary_tex": out_dir / "summary.tex", "html": html_path}
     _atomic_write(paths["comparisons_csv"], comp.to_csv(index=False))
@@ -383,9 +351,10 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, provenance: dict[str
         if res is not None and metric in RANKED and res.n_datasets >= 2:
             paths[f"ranks_tex:{metric}"] = out_dir / f"ranks_{metric}.tex"
             _atomic_write(paths[f"ranks_tex:{metric}"], ranks_latex(res, label=f"tab:ranks-{metric}"))
-    figures, fig_paths = _figures(rows, summary, studies, {m: ranked.get(m) for m in RANKED}, out_dir, drawn or {})
+    figures, fig_paths = _figures(summary, reliability, shift, ood, studies, {m: ranked.get(m) for m in RANKED},
+                                  out_dir, drawn or {})
     paths.update(fig_paths)
-    page = render_page(title, provenance, per_seed, summary, comp, ranked, figures, descriptions)
+    page = render_page(title, provenance, per_seed, summary, shown, comp, ranked, figures, descriptions)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(html_path, page)
     return paths
@@ -406,7 +375,7 @@ def _ranks_frame(ranked: dict[str, RankResult | None]) -> pd.DataFrame:
 
 
 def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, summary: pd.DataFrame,
-                comp: pd.DataFrame, ranked: dict[str, RankResult | None], figures: dict[str, list[str]],
+                shown: pd.DataFrame, comp: pd.DataFrame, ranked: dict[str, RankResult | None], figures: dict[str, list[str]],
                 descriptions: dict[str, dict[str, str]] | None = None) -> str:
     """The page as one string: nothing in it is fetched from anywhere."""
     sections: list[tuple[str, str, str]] = []
@@ -417,7 +386,7 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         sections.append(("summary", "Summary", (
             f"<p class='muted'>Test split: mean ± std over seeds of the configuration tuned on validation; "
             f"95 % CI: percentile bootstrap of the mean over seeds. {esc(ECE_DEFINITION)}. {n_rows} rows. "
-            "Click a column header to sort.</p>" + summary_table(summary))))
+            "Click a column header to sort.</p>" + summary_table(summary, shown))))
     stat_parts = [f"<p>{esc(methods_text(per_seed))}</p>"]
     compared = per_seed.loc[per_seed["status"] == "ok", "method"].nunique() if "status" in per_seed else 0
     if compared < 2:
@@ -426,12 +395,12 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         res = ranked.get(metric)
         if res is None:
             continue
-        stat_parts.append(f"<h3>Average ranks: {esc(METRIC_LABEL[metric])}</h3><p>{esc(friedman_text(res))}</p>"
+        stat_parts.append(f"<h3>Average ranks: {esc(_label(metric))}</h3><p>{esc(friedman_text(res))}</p>"
                           + ranks_table(res))
         cd = [f for f in figures["ranks"] if f"critical-difference diagram, {metric}" in f]
         stat_parts.extend(cd)
     if not comp.empty:
-        for metric in COMPARED:
+        for metric in compared_metrics():
             if metric not in set(comp["metric"]):
                 continue
             body = comparisons_table(comp, metric)
@@ -439,8 +408,7 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
                 body += ("<p class='muted'>“No test”: both methods gave the same result on every seed (e.g. a "
                          "deterministic method on fixed splits), so the difference is the same on every pair and "
                          "the seeds carry no evidence about it beyond its size.</p>")
-            head = (f"Pairwise comparisons: {esc(METRIC_LABEL[metric])} "
-                    f"({'higher' if COMPARED[metric] == 'higher' else 'lower'} is better)")
+            head = f"Pairwise comparisons: {esc(_label(metric))} ({sense_of(metric)} is better)"
             if metric in PAGE_COMPARED:
                 stat_parts.append(f"<h3>{head}</h3>" + body)
             else:

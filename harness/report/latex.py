@@ -7,14 +7,13 @@ from typing import Any
 
 import pandas as pd
 
+from harness.metrics import COLUMNS as DECLARED
+from harness.metrics import ECE_BINS, Column, all_metrics
 from harness.report.stats import RankResult
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
             "<": r"\textless{}", ">": r"\textgreater{}"}
-# (summary column, header, scale, digits, higher is better)
-COLUMNS = (("accuracy", r"Accuracy (\%)", 100.0, 2, True), ("ece", "ECE", 1.0, 4, False),
-           ("nll", "NLL", 1.0, 4, False), ("brier", "Brier", 1.0, 4, False))
 
 
 def escape(text: Any) -> str:
@@ -22,41 +21,43 @@ def escape(text: Any) -> str:
     return "".join(_SPECIAL.get(c, c) for c in str(text))
 
 
-def _count(v: Any) -> str:
-    if v is None or v != v:
-        return "--"
-    v = float(v)
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if v >= div:
-            return f"{v / div:.1f}{unit}"
-    return f"{v:.0f}"
+def header(col: Column) -> str:
+    """A column's title in a paper's table: its label in sentence case, the unit in brackets."""
+    label = col.label[:1].upper() + col.label[1:]
+    return escape(label) + (f" ({escape(col.unit)})" if col.unit else "")
+
+
+def _cell(col: Column, value: Any) -> str:
+    return col.format(value).replace("–", "--")
 
 
 def summary_latex(summary: pd.DataFrame, caption: str = "", label: str = "tab:results") -> str:
     """Mean ± std over seeds per (data set, method); the best mean per data set and metric in bold."""
     ok = summary[summary["status"] == "ok"] if "status" in summary else summary.iloc[0:0]
-    head = ["Data set", "Method", *(c[1] for c in COLUMNS), "Train/s", "Infer/s", "Seeds"]
+    metrics = [m for m in all_metrics() if f"{m.name}_mean" in summary]
+    head = ["Data set", "Method", *(header(m) for m in metrics), "Train/s", "Infer/s", "Seeds"]
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
     for i, (dataset, group) in enumerate(ok.groupby("dataset", sort=False)):
         if i:
             lines.append(r"\midrule")
         best = {}
-        for col, _, _, _, higher in COLUMNS:
-            vals = group[f"{col}_mean"].astype(float)
-            best[col] = vals.max() if higher else vals.min()
+        for m in metrics:
+            vals = group[f"{m.name}_mean"].astype(float)
+            best[m.name] = vals.max() if m.higher_is_better else vals.min()
         for j, (_, r) in enumerate(group.iterrows()):
             cells = [escape(dataset) if j == 0 else "", escape(r["method"])]
-            for col, _, scale, digits, _ in COLUMNS:
-                mean, std = float(r[f"{col}_mean"]), float(r[f"{col}_std"])
+            for m in metrics:
+                mean, std = float(r[f"{m.name}_mean"]), float(r[f"{m.name}_std"])
                 if math.isnan(mean):
                     cells.append("--")
                     continue
-                text = f"{scale * mean:.{digits}f}"
-                if text == f"{scale * best[col]:.{digits}f}":  # ties as printed are all bold
+                text = m.format(mean)
+                if text == m.format(best[m.name]):  # ties as printed are all bold
                     text = r"\textbf{" + text + "}"
-                cells.append(f"{text} $\\pm$ {scale * std:.{digits}f}")
-            cells += [_count(r.get("train_samples_per_s")), _count(r.get("infer_samples_per_s")), str(int(r["seeds"]))]
+                cells.append(f"{text} $\\pm$ {m.format(std)}")
+            cells += [_cell(DECLARED["train_samples_per_s"], r.get("train_samples_per_s")),
+                      _cell(DECLARED["infer_samples_per_s"], r.get("infer_samples_per_s")), str(int(r["seeds"]))]
             lines.append(" & ".join(cells) + r" \\")
     failed = summary[summary["status"] != "ok"] if "status" in summary else summary.iloc[0:0]
     for _, r in failed.iterrows():
@@ -65,7 +66,7 @@ def summary_latex(summary: pd.DataFrame, caption: str = "", label: str = "tab:re
     lines += [r"\bottomrule", r"\end{tabular}"]
     text = escape(caption) if caption else (
         "Test split, mean $\\pm$ std over seeds of the configuration tuned on validation; best mean per data "
-        "set in bold. ECE: 15 equal-width bins, top label.")
+        f"set in bold. ECE: {ECE_BINS} equal-width bins, top label.")
     lines += [r"\caption{" + text + "}",
               r"\label{" + label + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from harness.metrics import column  # noqa: E402
 from harness.report.stats import RankResult  # noqa: E402
 
 DPI = 100
@@ -113,13 +114,15 @@ def accuracy_vs_ece(summary: pd.DataFrame) -> Figure | None:
     datasets = list(dict.fromkeys(ok["dataset"]))
     one = len(datasets) == 1
     fig, axes = _panels(len(datasets), width=7.0 if one else 5.0, height=5.0 if one else 4.0)
+    acc, ece = column("accuracy"), column("ece")
     for ax, ds in zip(axes.flat, datasets):
         for _, r in ok[ok["dataset"] == ds].iterrows():
-            ax.errorbar(r["ece_mean"], 100 * r["accuracy_mean"], xerr=_err(r, "ece"), yerr=_err(r, "accuracy", 100),
+            x, y = ece.scale * r["ece_mean"], acc.scale * r["accuracy_mean"]
+            ax.errorbar(x, y, xerr=_err(r, "ece", ece.scale), yerr=_err(r, "accuracy", acc.scale),
                         fmt="o", capsize=3, color=colours[r["method"]], label=label(r["method"]))
-            ax.annotate(label(r["method"]), (r["ece_mean"], 100 * r["accuracy_mean"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
-        ax.set(xlabel="ECE (lower is better)", ylabel="test accuracy % (higher is better)", title=label(ds))
+            ax.annotate(label(r["method"]), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set(xlabel=f"{ece.heading} ({ece.sense} is better)", ylabel=f"test {acc.heading} ({acc.sense} is better)",
+               title=label(ds))
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.suptitle("Accuracy against calibration (mean, 95 % bootstrap CI over seeds)", fontsize=10)
@@ -136,19 +139,20 @@ def accuracy_vs_throughput(summary: pd.DataFrame) -> Figure | None:
     colours = method_colours(ok["method"])
     datasets = list(dict.fromkeys(ok["dataset"]))
     fig, axes = plt.subplots(len(datasets), len(cols), figsize=(5.5 * len(cols), 4.0 * len(datasets)), squeeze=False)
+    acc = column("accuracy")
     for i, ds in enumerate(datasets):
         for j, col in enumerate(cols):
             ax = axes[i][j]
             for _, r in ok[ok["dataset"] == ds].iterrows():
                 if not (r[col] == r[col] and r[col] > 0):
                     continue
-                ax.errorbar(r[col], 100 * r["accuracy_mean"], yerr=_err(r, "accuracy", 100), fmt="o", capsize=3,
+                y = acc.scale * r["accuracy_mean"]
+                ax.errorbar(r[col], y, yerr=_err(r, "accuracy", acc.scale), fmt="o", capsize=3,
                             color=colours[r["method"]], label=label(r["method"]))
-                ax.annotate(label(r["method"]), (r[col], 100 * r["accuracy_mean"]), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
+                ax.annotate(label(r["method"]), (r[col], y), fontsize=7, xytext=(4, 4), textcoords="offset points")
             ax.set_xscale("log")
             kind = "training" if col.startswith("train") else "inference"
-            ax.set(xlabel=f"{kind} samples/s (log scale)", ylabel="test accuracy %", title=f"{label(ds)}: {kind}")
+            ax.set(xlabel=f"{column(col).heading} (log scale)", ylabel=f"test {acc.heading}", title=f"{label(ds)}: {kind}")
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle("Accuracy against throughput (mean over seeds; bars: 95 % bootstrap CI of accuracy)", fontsize=10)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata as md
+import json
 import os
 import platform
 import subprocess
@@ -69,3 +70,36 @@ def gather(**fields: Any) -> dict[str, Any]:
         "platform": platform.platform(),
         **{k: (str(v) if isinstance(v, torch.device) else v) for k, v in fields.items()},
     }
+
+
+# -- rendering (the one place that says how provenance reads in a table file or on the page) ------
+SHOWN = ("command", "git_commit", "started_at", "finished_at", "device", "hardware", "platform", "seeds",
+         "data_seed", "sampler", "pruner", "budget", "storage")
+
+
+def provenance_items(prov: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(heading, text, is_code) for each fact of ``prov`` worth showing, then the definitions of the
+    metrics and columns the tables report, from :mod:`harness.metrics`."""
+    from harness.metrics import COLUMNS, all_metrics
+
+    def text(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v, default=str)
+
+    items = [(k.replace("_", " "), text(prov[k]), True) for k in SHOWN if k in prov]
+    if "versions" in prov:
+        items.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()), False))
+    for run in prov.get("earlier_runs", ()):
+        items.append((f"rows computed by an earlier run ({', '.join(run['rows'])})",
+                      f"command {run.get('command')}, git commit {run.get('git_commit')}, "
+                      f"finished at {run.get('finished_at')}", False))
+    items.append(("metrics", "mean ± std over seeds; CI: 95 % percentile bootstrap of the mean over seeds", False))
+    items += [(m.label, m.description, False) for m in all_metrics() if m.description]
+    items.append(("throughput", "; ".join(f"{COLUMNS[c].label} = {COLUMNS[c].description}"
+                                          for c in ("train_samples_per_s", "infer_samples_per_s")), False))
+    return items
+
+
+def provenance_markdown(prov: dict[str, Any]) -> str:
+    lines = ["## How this table was made", ""]
+    lines += [f"- **{k}**: " + (f"`{v}`" if code else v) for k, v, code in provenance_items(prov)]
+    return "\n".join(lines) + "\n"

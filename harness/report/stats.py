@@ -16,13 +16,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.metrics import all_metrics, column
+
 # The exact two-sided Wilcoxon signed-rank p-value is at least 2 / 2**n, which is above 0.05 for
 # n <= 5 pairs; below this many pairs the test could never reject, so the paired t-test is used.
 WILCOXON_MIN_PAIRS = 6
 ALPHA = 0.05
 NO_VARIANCE = "the same difference on every pair: no variance to test it against"
-# Metrics compared head-to-head, and which way is better.
-COMPARED = {"accuracy": "higher", "ece": "lower", "nll": "lower", "brier": "lower"}
+
+
+def compared_metrics() -> dict[str, str]:
+    """Every registered metric, compared head-to-head, with which way is better (``higher``/``lower``)."""
+    return {m.name: m.sense for m in all_metrics()}
+
+
+def sense_of(metric: str) -> str:
+    """``higher`` or ``lower`` (is better) for a registered metric or column; ``higher`` if unknown."""
+    declared = column(metric)
+    return declared.sense if declared is not None and declared.sense else "higher"
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -139,19 +150,20 @@ def pairwise_comparisons(per_seed: pd.DataFrame, metrics: dict[str, str] | None 
     names the method ahead when the Holm-adjusted p-value (over the pairs of one data set and
     metric) is below 0.05, else ``no significant difference``.
     """
-    metrics = COMPARED if metrics is None else metrics
+    metrics = compared_metrics() if metrics is None else metrics
     ok = _ok_rows(per_seed)
     methods = list(dict.fromkeys(ok["method"])) if not ok.empty else []
     out: list[dict[str, Any]] = []
     for metric, sense in metrics.items():
         if metric not in ok or ok[metric].isna().all():
             continue
-        for dataset, group in ok.groupby("dataset", sort=False):
+        have = ok[ok[metric].notna()]  # a plugin's metric may apply to some data sets only
+        for dataset, group in have.groupby("dataset", sort=False):
             wide = group.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
             wide.index = [str(int(s)) for s in wide.index]
             out.extend(_compare_all(wide, methods, dataset, metric, sense, "seeds"))
-        if ok["dataset"].nunique() > 1:
-            means = ok.groupby(["dataset", "method"], sort=False)[metric].mean().unstack("method")
+        if have["dataset"].nunique() > 1:
+            means = have.groupby(["dataset", "method"], sort=False)[metric].mean().unstack("method")
             out.extend(_compare_all(means, methods, ACROSS, metric, sense, "data sets"))
     return pd.DataFrame(out)
 
@@ -228,7 +240,7 @@ def average_ranks(per_seed: pd.DataFrame, metric: str = "accuracy", sense: str |
     least 2 data sets; methods missing a data set are left out of the ranking (listed in ``dropped``).
     Returns None when no data set has a result for the metric.
     """
-    sense = sense or COMPARED.get(metric, "higher")
+    sense = sense or sense_of(metric)
     ok = _ok_rows(per_seed)
     if ok.empty or metric not in ok:
         return None
@@ -296,5 +308,5 @@ def methods_text(per_seed: pd.DataFrame) -> str:
 
 
 __all__ = ["bootstrap_ci", "paired_compare", "paired_test_name", "PairedResult", "holm", "pairwise_comparisons",
-           "average_ranks", "RankResult", "nemenyi_critical_difference", "methods_text", "COMPARED", "ACROSS",
+           "average_ranks", "RankResult", "nemenyi_critical_difference", "methods_text", "compared_metrics", "sense_of", "ACROSS",
            "WILCOXON_MIN_PAIRS"]

@@ -11,6 +11,9 @@ picture) a PNG beside the main tables; each is written only when some row has th
 * ``calibration.md``: in-distribution ECE and NLL with their 95 % CIs over seeds, before and after
   temperature scaling, mean entropy and mutual information (written when a row has any of these
   beyond entropy, or shift results).
+
+Labels, directions and formats come from :mod:`harness.metrics`; the ECE in a reliability diagram's
+title is the summary's (mean over seeds), the same number as in the tables.
 """
 from __future__ import annotations
 
@@ -20,13 +23,22 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from harness.metrics import ECE_BINS, ECE_DEFINITION
-from harness.report.tables import _atomic_write, aggregate, per_seed_frame, to_markdown
+from harness.metrics import COLUMNS, ECE_BINS, ECE_DEFINITION, all_metrics, column
+from harness.report.tables import _atomic_write, to_markdown
 from harness.shift import SHIFT_UNITS
 
-SHIFT_METRICS = ("accuracy", "ece", "nll", "brier", "entropy", "mutual_information", "ece_uncalibrated",
-                 "nll_uncalibrated")
-OOD_SCORES = ("entropy", "max_prob", "mutual_information")
+# Beside every registered metric, the shift tables carry these where rows have them.
+SHIFT_EXTRA = ("entropy", "mutual_information", "ece_uncalibrated", "nll_uncalibrated")
+SHIFT_SHOWN = ("accuracy", "ece", "nll", "entropy", "ece_uncalibrated", "nll_uncalibrated")
+SHIFT_PLOTTED = ("accuracy", "ece", "nll")
+CALIBRATION_SHOWN = ("accuracy", "ece", "nll", "ece_uncalibrated", "nll_uncalibrated", "temperature", "entropy",
+                     "mutual_information")
+# OOD uncertainty scores (higher = more likely out of distribution) and how a heading names them.
+OOD_SCORES = {"entropy": "entropy", "max_prob": "1 − max p", "mutual_information": "mutual information"}
+
+
+def shift_metrics() -> tuple[str, ...]:
+    return (*(m.name for m in all_metrics()), *SHIFT_EXTRA)
 
 
 def _ok(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,14 +79,9 @@ def reliability_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame(pooled)], ignore_index=True)
 
 
-def _ece(g: pd.DataFrame) -> float:
-    n = g["count"].sum()
-    filled = g[g["count"] > 0]
-    return float((filled["count"] / n * (filled["accuracy"] - filled["confidence"]).abs()).sum()) if n else np.nan
-
-
-def plot_reliability(frame: pd.DataFrame, path: Path, dataset: str) -> None:
-    """Reliability diagrams of one data set, one panel per method (pooled over seeds)."""
+def plot_reliability(frame: pd.DataFrame, path: Path, dataset: str, summary: pd.DataFrame) -> None:
+    """Reliability diagrams of one data set, one panel per method (bins pooled over seeds); each
+    title gives the method's ECE from ``summary`` (mean over seeds), as the tables do."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,11 +101,16 @@ def plot_reliability(frame: pd.DataFrame, path: Path, dataset: str) -> None:
         ax.bar(centres, (g["confidence"] - g["accuracy"]).fillna(0), bottom=g["accuracy"].fillna(0), width=width,
                facecolor="none", edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to confidence")
         unc = data[(data["method"] == method) & (data["probabilities"] == "uncalibrated")]
-        title = f"{method}\nECE {_ece(g):.3f}"
+        scored = summary[(summary["dataset"] == dataset) & (summary["method"] == method)]
+        ece = column("ece")
+        title = method
+        if not scored.empty and "ece_mean" in scored:
+            title += f"\n{ece.label} {ece.format(scored['ece_mean'].iloc[0])}"
         if not unc.empty:
             ax.step((unc["lower"] + unc["upper"]).to_numpy() / 2, unc["accuracy"], where="mid", color="black",
                     linestyle=":", label="before calibration")
-            title += f" (before {_ece(unc):.3f})"
+            if not scored.empty and "ece_uncalibrated_mean" in scored:
+                title += f" (before {ece.format(scored['ece_uncalibrated_mean'].iloc[0])})"
         ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
         counts = ax.twinx()
         counts.bar(centres, g["count"], width=width * 0.35, color="gray", alpha=0.5)
@@ -109,7 +121,8 @@ def plot_reliability(frame: pd.DataFrame, path: Path, dataset: str) -> None:
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{dataset}: reliability (pooled over seeds; grey bars: examples per bin)", fontsize=10)
+    fig.suptitle(f"{dataset}: reliability (bins pooled over seeds, ECE mean over seeds; grey bars: examples "
+                 "per bin)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -123,17 +136,17 @@ def shift_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if not r.get("shift"):
             continue
         base = {"dataset": r["dataset"], "method": r["method"], "seed": r["seed"]}
-        long.append({**base, "shift": "none", "intensity": 0.0, **{m: r.get(m) for m in SHIFT_METRICS}})
+        long.append({**base, "shift": "none", "intensity": 0.0, **{m: r.get(m) for m in shift_metrics()}})
         for s in r["shift"]:
             long.append({**base, "shift": s["shift"], "intensity": float(s["intensity"]),
-                         **{m: s.get(m) for m in SHIFT_METRICS}})
+                         **{m: s.get(m) for m in shift_metrics()}})
     frame = pd.DataFrame(long)
     if frame.empty:
         return frame
     out = []
     for keys, g in frame.groupby(["dataset", "method", "shift", "intensity"], sort=False):
         row = {**dict(zip(["dataset", "method", "shift", "intensity"], keys)), "seeds": len(g)}
-        for m in SHIFT_METRICS:
+        for m in shift_metrics():
             vals = pd.to_numeric(g[m], errors="coerce").to_numpy(float)
             if np.isnan(vals).all():
                 continue
@@ -143,19 +156,18 @@ def shift_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _pm(r: pd.Series, m: str, digits: int = 3, scale: float = 1.0) -> str:
-    mean, std = r.get(f"{m}_mean"), r.get(f"{m}_std")
+def _pm(r: pd.Series, name: str) -> str:
+    """``mean ± std`` of a row's column in its declared format; empty where the row lacks it."""
+    mean, std = r.get(f"{name}_mean"), r.get(f"{name}_std")
     if mean is None or mean != mean:
         return ""
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    return column(name).format_pm(mean, std)
 
 
 def shift_markdown(frame: pd.DataFrame) -> str:
     shown = pd.DataFrame([{
-        "data set": r["dataset"], "method": r["method"], "shift": r["shift"],
-        "intensity": f"{r['intensity']:g}", "accuracy %": _pm(r, "accuracy", 2, 100), "ECE": _pm(r, "ece"),
-        "NLL": _pm(r, "nll"), "entropy": _pm(r, "entropy"), "ECE before TS": _pm(r, "ece_uncalibrated"),
-        "NLL before TS": _pm(r, "nll_uncalibrated"), "seeds": int(r["seeds"]),
+        "data set": r["dataset"], "method": r["method"], "shift": r["shift"], "intensity": f"{r['intensity']:g}",
+        **{column(m).heading: _pm(r, m) for m in SHIFT_SHOWN}, "seeds": int(r["seeds"]),
     } for _, r in frame.iterrows()])
     shown = shown.loc[:, [c for c in shown.columns if (shown[c] != "").any()]]
     units = ", ".join(f"{k}: {v}" for k, v in SHIFT_UNITS.items())
@@ -173,17 +185,17 @@ def plot_shift(frame: pd.DataFrame, path: Path, dataset: str) -> None:
 
     data = frame[frame["dataset"] == dataset]
     shifts = [s for s in dict.fromkeys(data["shift"]) if s != "none"]
-    metrics = (("accuracy", "accuracy"), ("ece", "ECE"), ("nll", "NLL"))
+    metrics = [column(m) for m in SHIFT_PLOTTED]
     fig, axes = plt.subplots(len(metrics), len(shifts), figsize=(3.6 * len(shifts), 2.8 * len(metrics)),
                              squeeze=False)
     for j, shift in enumerate(shifts):
         for method in dict.fromkeys(data["method"]):
             g = data[(data["method"] == method) & data["shift"].isin([shift, "none"])].sort_values("intensity")
-            for i, (m, label) in enumerate(metrics):
+            for i, m in enumerate(metrics):
                 ax = axes[i][j]
-                ax.errorbar(g["intensity"], g[f"{m}_mean"], yerr=g[f"{m}_std"], marker="o", markersize=3,
-                            capsize=2, label=method)
-                ax.set_ylabel(label)
+                ax.errorbar(g["intensity"], m.scale * g[f"{m.name}_mean"], yerr=m.scale * g[f"{m.name}_std"],
+                            marker="o", markersize=3, capsize=2, label=method)
+                ax.set_ylabel(m.heading)
         for i in range(len(metrics)):
             axes[i][j].grid(alpha=0.3)
         axes[0][j].set_title(shift)
@@ -217,32 +229,38 @@ def ood_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def ood_display(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The OOD table as people read it, and the number each AUROC cell sorts by."""
+    auroc = COLUMNS["ood_auroc"]
+    scores = [s for s in OOD_SCORES if f"auroc_{s}_mean" in frame]
+    shown = pd.DataFrame({"data set": frame["dataset"], "method": frame["method"], "OOD set": frame["ood_set"],
+                          **{f"{auroc.label} {OOD_SCORES[s]}": [auroc.format_pm(m, sd) for m, sd in
+                                                                zip(frame[f"auroc_{s}_mean"], frame[f"auroc_{s}_std"])]
+                             for s in scores}, "seeds": frame["seeds"]})
+    keys = pd.DataFrame({f"{auroc.label} {OOD_SCORES[s]}": frame[f"auroc_{s}_mean"] for s in scores})
+    return shown, keys
+
+
 def ood_markdown(frame: pd.DataFrame) -> str:
-    shown = pd.DataFrame([{
-        "data set": r["dataset"], "method": r["method"], "OOD set": r["ood_set"],
-        "AUROC entropy": _pm(r, "auroc_entropy"), "AUROC 1 − max p": _pm(r, "auroc_max_prob"),
-        "AUROC mutual information": _pm(r, "auroc_mutual_information"), "seeds": int(r["seeds"]),
-    } for _, r in frame.iterrows()])
     return ("# Out-of-distribution detection\n\nAUROC (mean ± std over seeds) of telling the OOD set "
             "from the test split by each uncertainty score (higher score = more likely OOD; 0.5 is "
             "chance). OOD sets are made from the test images: `rotate90` (turned on their side), "
-            "`noise` (uniform noise images), `permuted` (each image's pixels shuffled).\n\n" + to_markdown(shown))
+            "`noise` (uniform noise images), `permuted` (each image's pixels shuffled).\n\n"
+            + to_markdown(ood_display(frame)[0]))
 
 
-def _ci(r: pd.Series, m: str) -> str:
-    if f"{m}_mean" not in r or r[f"{m}_mean"] != r[f"{m}_mean"]:
+def _ci(r: pd.Series, name: str) -> str:
+    if f"{name}_mean" not in r or r[f"{name}_mean"] != r[f"{name}_mean"]:
         return ""
-    return f"{r[f'{m}_mean']:.4f} [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]"
+    c = column(name)
+    return f"{c.format(r[f'{name}_mean'])} {c.format_ci(r[f'{name}_ci_low'], r[f'{name}_ci_high'])}"
 
 
-def calibration_markdown(rows: list[dict[str, Any]]) -> str:
+def calibration_markdown(summary: pd.DataFrame) -> str:
     """In-distribution calibration per row, every figure with its 95 % bootstrap CI over seeds."""
-    summary = aggregate(per_seed_frame(rows))
     summary = summary[summary["status"] == "ok"]
     shown = pd.DataFrame([{
-        "data set": r["dataset"], "method": r["method"], "accuracy": _ci(r, "accuracy"), "ECE": _ci(r, "ece"),
-        "NLL": _ci(r, "nll"), "ECE before TS": _ci(r, "ece_uncalibrated"), "NLL before TS": _ci(r, "nll_uncalibrated"),
-        "T": _ci(r, "temperature"), "entropy": _ci(r, "entropy"), "mutual information": _ci(r, "mutual_information"),
+        "data set": r["dataset"], "method": r["method"], **{column(m).heading: _ci(r, m) for m in CALIBRATION_SHOWN},
         "seeds": int(r["seeds"]),
     } for _, r in summary.iterrows()])
     shown = shown.loc[:, [c for c in shown.columns if (shown[c] != "").any()]]
@@ -252,20 +270,19 @@ def calibration_markdown(rows: list[dict[str, Any]]) -> str:
             + to_markdown(shown))
 
 
-def write_uncertainty_reports(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
-    """Write every uncertainty report the stored rows have data for; return their paths."""
+def write_uncertainty_reports(out_dir: Path, summary: pd.DataFrame, reliability: pd.DataFrame,
+                              shift: pd.DataFrame, ood: pd.DataFrame) -> dict[str, Path]:
+    """Write every uncertainty report the prebuilt frames have data for; return their paths."""
     paths: dict[str, Path] = {}
-    if any(k in r for r in _ok(rows) for k in ("mutual_information", "temperature", "shift", "ood")):
+    if any(f"{c}_mean" in summary for c in ("mutual_information", "temperature")) or not shift.empty or not ood.empty:
         paths["calibration_md"] = out_dir / "calibration.md"
-        _atomic_write(paths["calibration_md"], calibration_markdown(rows))
-    rel = reliability_frame(rows)
-    if not rel.empty:
+        _atomic_write(paths["calibration_md"], calibration_markdown(summary))
+    if not reliability.empty:
         paths["reliability_csv"] = out_dir / "reliability.csv"
-        _atomic_write(paths["reliability_csv"], rel.to_csv(index=False))
-        for ds in dict.fromkeys(rel["dataset"]):
+        _atomic_write(paths["reliability_csv"], reliability.to_csv(index=False))
+        for ds in dict.fromkeys(reliability["dataset"]):
             paths[f"reliability_png:{ds}"] = out_dir / f"reliability_{_safe(ds)}.png"
-            plot_reliability(rel, paths[f"reliability_png:{ds}"], ds)
-    shift = shift_frame(rows)
+            plot_reliability(reliability, paths[f"reliability_png:{ds}"], ds, summary)
     if not shift.empty:
         paths["shift_csv"] = out_dir / "shift.csv"
         paths["shift_md"] = out_dir / "shift.md"
@@ -274,7 +291,6 @@ def write_uncertainty_reports(rows: list[dict[str, Any]], out_dir: Path) -> dict
         for ds in dict.fromkeys(shift["dataset"]):
             paths[f"shift_png:{ds}"] = out_dir / f"shift_{_safe(ds)}.png"
             plot_shift(shift, paths[f"shift_png:{ds}"], ds)
-    ood = ood_frame(rows)
     if not ood.empty:
         paths["ood_csv"] = out_dir / "ood.csv"
         paths["ood_md"] = out_dir / "ood.md"
@@ -283,4 +299,4 @@ def write_uncertainty_reports(rows: list[dict[str, Any]], out_dir: Path) -> dict
     return paths
 
 
-__all__ = ["write_uncertainty_reports", "reliability_frame", "shift_frame", "ood_frame", "ECE_BINS"]
+__all__ = ["write_uncertainty_reports", "reliability_frame", "shift_frame", "ood_frame", "ood_display", "ECE_BINS"]
