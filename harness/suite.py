@@ -10,12 +10,16 @@ A suite YAML::
     trials: 8          # tuning trials per (method, data set)
     seeds: 3           # final re-runs of the best configuration
     epochs: 20         # training budget every method gets
+    params: {lr: 0.01} # values pinned for every row (a row's own params win)
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
 
 A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
 and may run on some of the data sets only (``datasets: [mnist5k@10pc]``, data-set labels as in the
 tables); two rows may then share a name, so one table row can have a budget per data set.
+
+:meth:`Suite.budget` decides each row's budget once: command-line flag (:class:`Overrides`) > the
+row's own ``trials`` / ``seeds`` / ``epochs`` / ``params`` > the suite file's > the method's defaults.
 """
 from __future__ import annotations
 
