@@ -7,6 +7,7 @@ train and inference samples/s, step times, batch size, parameter counts, peak me
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -47,9 +48,9 @@ def bench_method(registry: Registry, name: str, s: BenchSettings) -> dict[str, A
     try:
         fit_task = task.without_test()
         config = default_config(method, fit_task, s.pinned or {})
-        phase = PhaseSettings(epochs=1, device=s.device, amp=s.amp, compile=s.compile)
-        fit(method, fit_task, config, phase.context(0, "bench"))  # warm-up: allocator, kernels, compilation
         phase = PhaseSettings(epochs=s.epochs, device=s.device, amp=s.amp, compile=s.compile)
+        warm_up = dataclasses.replace(phase, epochs=1)
+        fit(method, fit_task, config, warm_up.context(0, "bench"))  # allocator, kernels, compilation
         fitted = fit(method, fit_task, config, phase.context(0, "bench"))
         ctx, fit_s = fitted.ctx, fitted.fit_s
         predict(fitted, task.test, task.num_classes)  # warm-up
