@@ -2,7 +2,7 @@
 
 The same network, data, batch size, optimiser, schedule and epochs are trained (a) by a plain loop
 written out below and (b) through the harness: the ``erm`` plugin's ``fit`` over the shared
-toolkit, called by the core's seed re-run (``harness.evaluate.run_seed``), which also times it,
+toolkit, called by the core's seed re-run (``harness.phases.final.run_seed``), which also times it,
 counts parameters and scores the test split. Both loops evaluate validation accuracy once per
 epoch (the harness uses it for early stopping, best-weight restoring and pruning). Runs are
 interleaved (hand, harness, hand, ...) so drifts in machine load hit both alike; the ratio is
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import load_task
-from harness.evaluate import FinalSettings, run_seed
+from harness.phases import FinalSettings, PhaseSettings, run_seed
 from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
@@ -77,7 +77,7 @@ def hand_written(task, config: dict, epochs: int, seed: int, device: torch.devic
 
 
 def through_harness(method, task, config: dict, epochs: int, seed: int, device: torch.device) -> float:
-    row = run_seed(method, task, config, seed, FinalSettings(seeds=[seed], epochs=epochs, device=device))
+    row = run_seed(method, task, config, seed, FinalSettings(seeds=[seed], phase=PhaseSettings(epochs=epochs, device=device)))
     return row["train_samples_per_s"]
 
 

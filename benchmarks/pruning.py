@@ -28,7 +28,8 @@ from harness.data import load_task
 from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
-from harness.search import TuneSettings, make_pruner, make_sampler, tune
+from harness.phases import PhaseSettings, TuneSettings, tune
+from harness.samplers import make_pruner, make_sampler
 
 
 def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
@@ -42,7 +43,7 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[
     # One trial at a time until the epoch budget is spent (bounded: every trial runs ≥ 1 epoch).
     while sum(epochs_of(t) for t in study.trials) < budget and done < budget:
         done += 1
-        tune(study, method, task, TuneSettings(trials=done, epochs=epochs, device=torch.device("cpu"), seed_base=seed))
+        tune(study, method, task, TuneSettings(trials=done, phase=PhaseSettings(epochs=epochs, device=torch.device("cpu")), seed_base=seed))
     out, spent = [], 0
     for t in study.trials:
         spent += epochs_of(t)

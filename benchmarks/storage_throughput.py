@@ -3,7 +3,7 @@
 Two measurements, written to ``results/storage/`` (CSV, Markdown, provenance JSON):
 
 * **overhead**: milliseconds per trial that the storage costs the loop, with an empty objective:
-  exactly the storage calls ``harness.search.tune`` makes per trial (ask, the first heartbeat,
+  exactly the storage calls ``harness.phases.tune.tune`` makes per trial (ask, the first heartbeat,
   the ``worker``/``config``/``val`` attributes, tell), for a journal file, SQLite and PostgreSQL.
 * **throughput**: trials per minute of 1 and 2 worker processes sharing one PostgreSQL study, each
   trial a fixed sleep (``--trial-seconds``), so the figure shows the cost of coordination and not
@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the throwaway cluster helper
 
 from harness.report.provenance import git_commit, hardware, now, versions  # noqa: E402
 from harness.report.tables import to_markdown  # noqa: E402
-from harness.search import make_storage, worker_id  # noqa: E402
-from harness.worker import ask, heartbeat  # noqa: E402
+from harness.storage import ask, heartbeat, make_storage  # noqa: E402
 
 HEARTBEAT = 10  # the default of `harness run`
 
@@ -42,7 +41,6 @@ HEARTBEAT = 10  # the default of `harness run`
 def one_trial(study: optuna.Study, work_s: float = 0.0) -> None:
     """The storage calls of one tuning trial, around ``work_s`` seconds of (simulated) work."""
     trial = ask(study)
-    trial.set_user_attr("worker", worker_id())
     with heartbeat(study._storage, trial._trial_id):
         x = trial.suggest_float("x", 0.0, 1.0)
         trial.set_user_attr("config", {"x": x})

@@ -7,6 +7,7 @@ train and inference samples/s, step times, batch size, parameter counts, peak me
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -14,17 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 import torch
 
-from harness.context import FitContext, seed_everything
 from harness.data import load_task
-from harness.evaluate import _peak_memory_mb, _sync
-from harness.plugins import Registry, check_probabilities
+from harness.errors import failure_reason
+from harness.phases import PhaseSettings, default_config, fit, predict
+from harness.phases.fitting import peak_memory_mb
+from harness.plugins import Registry
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
-from harness.search import PinnedTrial, failure_reason
 
 
 @dataclass
@@ -45,36 +45,19 @@ def bench_method(registry: Registry, name: str, s: BenchSettings) -> dict[str, A
                            "precision": "bf16-autocast" if s.amp and s.device.type == "cuda" else "fp32"}
     if task.kind not in method.info.kinds:
         return {**row, "status": "skipped", "reason": f"{name} does not support {task.kind} tasks"}
-    pinned = s.pinned or {}
     try:
-        trial = optuna.trial.FixedTrial({**method.info.defaults, **pinned})
-        config = {**method.search_space(PinnedTrial(trial, pinned), task.without_test()), **pinned}
         fit_task = task.without_test()
-
-        def fit(epochs: int):
-            ctx = FitContext(device=s.device, seed=0, epochs=epochs, amp=s.amp, compile=s.compile, phase="bench")
-            seed_everything(0)
-            if s.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(s.device)
-            _sync(s.device)
-            t0 = time.perf_counter()
-            fitted = method.fit(fit_task, config, ctx)
-            _sync(s.device)
-            return fitted, ctx, time.perf_counter() - t0
-
-        fit(1)  # warm-up: allocator, kernels, compilation
-        fitted, ctx, fit_s = fit(s.epochs)
-        test = task.test.without_labels()
-        check_probabilities(method.evaluate(fitted, test, ctx), len(test), task.num_classes, name)  # warm-up
-        times = []
-        for _ in range(s.repeats):
-            _sync(s.device)
-            t0 = time.perf_counter()
-            method.evaluate(fitted, test, ctx)
-            _sync(s.device)
-            times.append(time.perf_counter() - t0)
+        config = default_config(method, fit_task, s.pinned or {})
+        phase = PhaseSettings(epochs=s.epochs, device=s.device, amp=s.amp, compile=s.compile)
+        warm_up = dataclasses.replace(phase, epochs=1)
+        fit(method, fit_task, config, warm_up.context(0, "bench"))  # allocator, kernels, compilation
+        fitted = fit(method, fit_task, config, phase.context(0, "bench"))
+        ctx, fit_s = fitted.ctx, fitted.fit_s
+        predict(fitted, task.test, task.num_classes)  # warm-up
+        times = [predict(fitted, task.test, task.num_classes)[1] for _ in range(s.repeats)]
     except Exception as exc:  # one method's failure is its row, the others still run
         return {**row, "status": "FAIL", "reason": failure_reason(exc)}
+    test = task.test
     total, trainable = ctx.parameter_counts()
     batch = config.get("batch_size")
     train_rate = ctx.samples_seen / fit_s if ctx.samples_seen else float("nan")
@@ -88,7 +71,7 @@ def bench_method(registry: Registry, name: str, s: BenchSettings) -> dict[str, A
         "infer_ms_per_call": 1000 * infer_s,
         "infer_batch_size": len(test),
         "param_count": total, "trainable_params": trainable,
-        "peak_mem_mb": _peak_memory_mb(s.device),
+        "peak_mem_mb": peak_memory_mb(s.device),
         "epochs": s.epochs, "repeats": s.repeats, "config": json.dumps(config, sort_keys=True),
     }
 

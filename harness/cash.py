@@ -19,8 +19,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from harness import records
 from harness.info import MethodInfo
 from harness.plugins import Method, Registry
+from harness.records import val_accuracy
 
 
 class PrefixedTrial:
@@ -74,6 +76,10 @@ class CashMethod:
         method, inner = self._inner(config)
         return method.name, method.fit(task, inner, ctx)
 
+    def predict(self, fitted: tuple[str, Any], split, ctx):
+        name, state = fitted
+        return self.methods[name].predict(state, split, ctx)
+
     def evaluate(self, fitted: tuple[str, Any], split, ctx):
         name, state = fitted
         return self.methods[name].evaluate(state, split, ctx)
@@ -81,11 +87,9 @@ class CashMethod:
 
 def per_method_best(study: optuna.Study) -> pd.DataFrame:
     """The best trial of each method in a CASH study: its validation accuracy and configuration."""
-    from harness.search import val_accuracy
-
     trials = study.get_trials(deepcopy=False)
     names = list(dict.fromkeys(t.params["method"] for t in trials if "method" in t.params))
-    best_number = study.user_attrs.get("best_trial")
+    best_number = study.user_attrs.get(records.BEST_TRIAL)
     rows = []
     for name in names:
         mine = [t for t in trials if t.params.get("method") == name]
@@ -99,7 +103,7 @@ def per_method_best(study: optuna.Study) -> pd.DataFrame:
             "best_val_accuracy": val_accuracy(best) if best else float("nan"),
             "best_trial": best.number if best else None,
             "winner": best is not None and best.number == best_number,
-            "config": json.dumps(best.user_attrs.get("config", {}).get("config", {}), sort_keys=True) if best else "",
+            "config": json.dumps(best.user_attrs.get(records.CONFIG, {}).get("config", {}), sort_keys=True) if best else "",
         })
     frame = pd.DataFrame(rows, columns=["method", "trials_complete", "trials_failed", "trials_pruned",
                                         "best_val_accuracy", "best_trial", "winner", "config"])

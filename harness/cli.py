@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness.errors import ConfigError, HarnessError
+from harness.samplers import PRUNERS, SAMPLERS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="training epochs every method gets")
     run.add_argument("--timeout", type=float, help="seconds of tuning per method and data set")
     run.add_argument("--storage", help="Optuna storage: FILE.journal (default in --out), sqlite:///F, postgresql://...")
-    run.add_argument("--sampler", help="tpe | random | cmaes | gp")
-    run.add_argument("--pruner", help="median | hyperband | none")
+    run.add_argument("--sampler", help=" | ".join(SAMPLERS))
+    run.add_argument("--pruner", help=" | ".join(PRUNERS))
     run.add_argument("--sampler-seed", type=int)
     run.add_argument("--data-seed", type=int)
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
@@ -161,7 +162,7 @@ def _search_spaces(registry) -> dict[str, str]:
 
     from harness.conformance import TINY
     from harness.data import load_task
-    from harness.search import failure_reason
+    from harness.errors import failure_reason
 
     out: dict[str, str] = {}
     tasks: dict[str, Any] = {}
@@ -209,7 +210,7 @@ def _cmd_datasets(args, registry, console) -> int:
 
 
 def _suite_from_args(args, registry):
-    from harness.suite import DatasetSpec, RowSpec, Suite, from_mapping, load_suite, validate
+    from harness.suite import DatasetSpec, Overrides, Suite, from_mapping, load_suite, validate
 
     if args.suite:
         if args.methods:
@@ -223,8 +224,7 @@ def _suite_from_args(args, registry):
                               **({"cash": registry.match_methods(args.cash)} if args.cash else {})},
                              default_name="run")
     changes: dict[str, Any] = {}
-    for flag, key in (("trials", "trials"), ("seeds", "seeds"), ("epochs", "epochs"), ("timeout", "timeout"),
-                      ("storage", "storage"), ("sampler", "sampler"), ("pruner", "pruner"),
+    for flag, key in (("timeout", "timeout"), ("storage", "storage"), ("sampler", "sampler"), ("pruner", "pruner"),
                       ("sampler_seed", "sampler_seed"), ("data_seed", "data_seed"), ("device", "device"),
                       ("trial_timeout", "trial_timeout"), ("heartbeat", "heartbeat"), ("max_retries", "max_retries")):
         value = getattr(args, flag)
@@ -254,11 +254,9 @@ def _suite_from_args(args, registry):
             d, options={**d.options, **({"target": args.target} if args.target else {})},
             labels_per_class=args.labels_per_class if args.labels_per_class is not None else d.labels_per_class,
         ) for d in ds)
-    pinned = _params(args.param)
-    if pinned:
-        import dataclasses
-
-        changes["rows"] = tuple(dataclasses.replace(r, params={**pinned, **r.params}) for r in suite.rows)
+    # Budgets on the command line beat every row's and the suite file's (Suite.budget).
+    changes["overrides"] = Overrides(trials=args.trials, seeds=args.seeds, epochs=args.epochs,
+                                     params=_params(args.param))
     suite = validate(Suite(**{**{f: getattr(suite, f) for f in suite.__dataclass_fields__}, **changes}))
     for row in suite.rows:
         registry.method(row.method)
@@ -290,11 +288,11 @@ def _cmd_run(args, registry, console) -> int:
 
 
 def _cmd_report(args, registry, console) -> int:
-    from harness.report.collect import collect_provenance, collect_rows
+    from harness.records import collect_provenance, collect_rows
     from harness.report.html import method_descriptions
     from harness.report.pipeline import build
     from harness.report.plots import load_studies
-    from harness.search import make_storage
+    from harness.storage import make_storage
 
     out = Path(args.out or "results")
     if not args.storage and not (out / "optuna.journal").is_file():

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import optuna
 import torch
 
-from harness.context import FitContext, seed_everything
 from harness.data import load_task
-from harness.errors import ConfigError
+from harness.errors import ConfigError, failure_reason
 from harness.metrics import accuracy
-from harness.plugins import Registry, check_probabilities
-from harness.search import failure_reason
+from harness.phases import PhaseSettings, fit, predict
+from harness.plugins import Registry
 
 TINY = {"image": "digits", "tabular": "iris", "graph": "cora"}
 
@@ -73,18 +72,16 @@ def _check_one(registry, method, kind, epochs, device) -> CheckReport:
             method.search_space(optuna.trial.FixedTrial(method.info.defaults), task.without_test())
         except Exception as exc:
             report.problems.append(f"MethodInfo.defaults do not cover the search space: {failure_reason(exc)}")
-    ctx = FitContext(device=device, seed=0, epochs=epochs)
-    seed_everything(0)
+    ctx = PhaseSettings(epochs=epochs, device=device, amp=False).context(0, "tune")
     try:
-        fitted = method.fit(task.without_test(), config, ctx)
+        fitted = fit(method, task.without_test(), config, ctx)
     except Exception as exc:
         report.problems.append(f"harness_fit raised {failure_reason(exc)}")
         return report
     for split_name in ("val", "test"):
         split = getattr(task, split_name)
         try:
-            probs = method.evaluate(fitted, split.without_labels(), ctx)
-            probs = check_probabilities(probs, len(split), task.num_classes, method.name)
+            probs = predict(fitted, split, task.num_classes)[0].probs
         except Exception as exc:
             report.problems.append(f"harness_evaluate on {split_name}: {failure_reason(exc)}")
             return report

@@ -31,3 +31,9 @@ class PluginOutputError(PluginError):
 
 class DivergedError(HarnessError):
     """Training produced a non-finite loss."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``exc`` as the one line stored as a failed trial's or seed's reason."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"

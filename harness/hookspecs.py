@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from harness.context import FitContext
     from harness.info import DatasetInfo, MethodInfo
     from harness.metrics import Metric
+    from harness.predictions import Predictions
     from harness.task import Split, Task
 
 PROJECT = "harness"
@@ -106,8 +107,9 @@ def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext
 
 
 @hookspec(firstresult=True)
-def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> torch.Tensor:
-    """Return class probabilities for every example of ``split``: a float tensor ``N × K``.
+def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Predictions | torch.Tensor:
+    """Return class probabilities for every example of ``split``: :class:`harness.Predictions`
+    holding a float tensor ``N × K``, or that tensor alone.
 
     Called after ``harness_fit`` on the validation split (while tuning) and on the test split (for
     the table), and on shifted copies of the test split. ``split.y`` is ``None``. Each row must be
@@ -115,8 +117,9 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     (accuracy, ECE, NLL, Brier, and those plugins add through ``harness_metrics``) from these
     probabilities, and times this call for the inference-throughput column.
 
-    A method that averages several sampled predictions (an ensemble, MC dropout) may also put them
-    on ``ctx.extras["member_probs"]`` as an ``S × N × K`` tensor; the core then reports their
-    mutual information. Numbers put on ``ctx.extras`` while scoring the test split in the final
-    phase (``ctx.phase == "final"``) become ``extra_<name>`` columns of the tables.
+    A method that averages several sampled predictions (an ensemble, MC dropout) returns them as
+    ``Predictions(probs, members=S × N × K tensor)``; the core then reports their mutual information
+    (the older way, putting them on ``ctx.extras["member_probs"]``, still works).
+    Numbers on ``Predictions.extras``, or put on ``ctx.extras`` while scoring the test split in the
+    final phase (``ctx.phase == "final"``), become ``extra_<name>`` columns of the tables.
     """

@@ -29,6 +29,7 @@ from harness import metrics as metric_registry
 from harness.errors import ConfigError, PluginError, PluginOutputError, UnknownMethodError
 from harness.info import DatasetInfo, MethodInfo
 from harness.metrics import Metric
+from harness.predictions import Predictions, check_probabilities
 
 DISTRIBUTION = "harness-automl"  # what `pip install` names; the import package is `harness`
 ENTRY_POINT_GROUP = "harness_automl"
@@ -87,34 +88,14 @@ class Method:
     def fit(self, task, config, ctx) -> Any:
         return self._call("harness_fit", task=task, config=config, ctx=ctx)
 
+    def predict(self, fitted, split, ctx) -> Predictions:
+        """What ``harness_evaluate`` returned, as unchecked :class:`Predictions` (the core checks
+        them once, in :mod:`harness.phases.fitting`)."""
+        return Predictions.from_hook(self._call("harness_evaluate", fitted=fitted, split=split, ctx=ctx), ctx)
+
     def evaluate(self, fitted, split, ctx) -> torch.Tensor:
-        probs = self._call("harness_evaluate", fitted=fitted, split=split, ctx=ctx)
-        return check_probabilities(probs, len(split), None, self.name)
-
-
-def check_probabilities(probs: Any, n: int, k: int | None, method: str) -> torch.Tensor:
-    """Validate what ``harness_evaluate`` returned and convert it to a float64 CPU tensor."""
-    if not isinstance(probs, torch.Tensor):
-        try:
-            probs = torch.as_tensor(probs)
-        except Exception:
-            raise PluginOutputError(
-                f"{method}: harness_evaluate returned {type(probs).__name__}, not an N×K tensor"
-            ) from None
-    probs = probs.detach().to("cpu", torch.float64)
-    if probs.ndim != 2 or probs.shape[0] != n or (k is not None and probs.shape[1] != k):
-        want = f"{n}×{k if k is not None else 'K'}"
-        raise PluginOutputError(
-            f"{method}: harness_evaluate returned shape {tuple(probs.shape)}, expected {want}"
-        )
-    if not torch.isfinite(probs).all():
-        raise PluginOutputError(f"{method}: probabilities contain NaN or inf")
-    if (probs < -1e-6).any():
-        raise PluginOutputError(f"{method}: probabilities contain negative values")
-    worst = (probs.sum(1) - 1).abs().max().item() if n else 0.0
-    if worst > 1e-3:
-        raise PluginOutputError(f"{method}: probability rows do not sum to one (off by up to {worst:.3g})")
-    return probs.clamp_min(0)
+        """Checked probabilities of ``split`` (for direct callers; members are on :meth:`predict`)."""
+        return check_probabilities(self.predict(fitted, split, ctx).probs, len(split), None, self.name)
 
 
 class Registry:

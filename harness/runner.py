@@ -16,20 +16,20 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness import records, storage as storages
+from harness.cash import CashMethod, write_per_method
 from harness.data import load_task
 from harness.errors import ConfigError
-from harness.evaluate import FinalSettings, run_seeds
+from harness.multiobjective import directions
+from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
 from harness.plugins import Registry
-from harness.report.collect import META_KEY, collect_provenance, collect_rows
+from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
 from harness.report.provenance import gather, now
 from harness.report.pipeline import Report
-from harness.multiobjective import directions
-from harness.search import (
-    PinnedTrial, TuneSettings, best_trial, budget_used, failure_summary, make_pruner, make_sampler,
-    make_storage, redact, tune, val_accuracy,
-)
+from harness.samplers import make_pruner, make_sampler
 from harness.shift import parse_ood, parse_shifts
-from harness.suite import DatasetSpec, RowSpec, Suite
+from harness.storage import budget_used, claim_final, make_storage, redact
+from harness.suite import DatasetSpec, RowSpec, Suite, suite_spec
 from harness.task import Task
 
 
@@ -73,8 +73,6 @@ def study_name(suite: Suite, ds: DatasetSpec, row: RowSpec) -> str:
 def row_method(registry: Registry, suite: Suite, row: RowSpec):
     """The method behind a row: a plugin's, or the CASH choice among ``suite.cash``."""
     if row.method == "cash" and suite.cash:
-        from harness.cash import CashMethod
-
         return CashMethod(registry, suite.cash)
     return registry.method(row.method)
 
@@ -92,14 +90,6 @@ def row_task(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec, de
             label_fraction=ds.label_fraction if budget else None, device=device,
         )
     return cache[budget]
-
-
-def _default_config(method, task: Task, pinned: dict[str, Any]) -> dict[str, Any]:
-    trial = optuna.trial.FixedTrial({**method.info.defaults, **pinned})
-    try:
-        return {**method.search_space(PinnedTrial(trial, pinned), task), **pinned}
-    except ValueError as exc:
-        raise ConfigError(f"{method.name}: its defaults do not cover the search space ({exc})") from None
 
 
 class _Progress:
@@ -140,13 +130,15 @@ def run_suite(
     cache_dir = cache_dir or Path(".harness-cache")
     storage = make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
     rows_methods = [(row, row_method(registry, suite, row)) for row in suite.all_rows()]  # unknown names fail here
-    seeds = [suite.seed_base + i for i in range(max(r.seeds or suite.seeds for r in suite.all_rows()))]
-    shared = bool(suite.storage) and "://" in suite.storage and not suite.storage.startswith("sqlite")
+    seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
+    shared = storages.is_shared(suite.storage)
+    o = suite.overrides
     provenance = gather(
         suite=suite.name, device=device, seeds=seeds, data_seed=suite.data_seed,
         sampler=f"{suite.sampler} (seed {suite.sampler_seed})"
         + ("; `harness worker` processes joining a study sample with seeds of their own" if shared else ""),
-        pruner=suite.pruner, budget={"trials": suite.trials, "seeds": suite.seeds, "epochs": suite.epochs, "timeout": suite.timeout},
+        pruner=suite.pruner, budget={"trials": o.trials or suite.trials, "seeds": o.seeds or suite.seeds,
+                                     "epochs": o.epochs or suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
         started_at=now(),
     )
@@ -170,10 +162,9 @@ def run_suite(
     provenance["finished_at"] = now()
     # Rows whose results an earlier run computed keep that run's provenance.
     computed = {(o.dataset, o.row) for o in outcomes if o.ran_final}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        meta = summary.user_attrs.get(META_KEY)
-        if meta and meta.get("suite") == suite.name and (meta.get("dataset"), meta.get("row")) in computed:
-            optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr("provenance", provenance)
+    for summary, meta in records.harness_studies(storage, suite.name):
+        if (meta.dataset, meta.row) in computed:
+            optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr(records.PROVENANCE, provenance)
     from harness.report.html import method_descriptions  # matplotlib loads only when a report is written
 
     report = suite_report(storage, suite, descriptions=method_descriptions(registry))
@@ -210,23 +201,21 @@ def write_suite_tables(storage, suite: Suite, out_dir: Path, descriptions: dict[
 def write_study_extras(storage, suite_name: str | None, out_dir: Path) -> dict[str, Path]:
     """``cash_<data set>.csv/.md`` (best trial per method) for CASH studies and
     ``pareto_<data set>_<row>.csv/.md/.png`` for multi-objective ones."""
-    from harness.cash import write_per_method
     from harness.multiobjective import write_pareto
-    from harness.report.collect import harness_studies
 
     paths: dict[str, Path] = {}
-    for summary, meta in harness_studies(storage, suite_name):
-        if not meta.get("cash") and len(meta.get("objectives", ())) < 2:
+    for summary, meta in records.harness_studies(storage, suite_name):
+        if not meta.cash and len(meta.objectives) < 2:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        if meta.get("cash"):
-            stem = f"cash_{_safe(meta['dataset'])}"
+        if meta.cash:
+            stem = f"cash_{_safe(meta.dataset)}"
             for k, v in write_per_method(study, out_dir, stem).items():
                 paths[f"{stem}_{k}"] = v
-        if len(meta.get("objectives", ())) > 1 and study.best_trials:
-            stem = f"pareto_{_safe(meta['dataset'])}_{_safe(meta['row'])}"
-            for k, v in write_pareto(study, tuple(meta["objectives"]), out_dir, stem,
-                                     retrained=summary.user_attrs.get("best_trial")).items():
+        if len(meta.objectives) > 1 and study.best_trials:
+            stem = f"pareto_{_safe(meta.dataset)}_{_safe(meta.row)}"
+            for k, v in write_pareto(study, tuple(meta.objectives), out_dir, stem,
+                                     retrained=summary.user_attrs.get(records.BEST_TRIAL)).items():
                 paths[f"{stem}_{k}"] = v
     return paths
 
@@ -249,7 +238,7 @@ def open_study(suite: Suite, ds: DatasetSpec, row: RowSpec, storage, sampler_see
     study = optuna.create_study(
         storage=storage, study_name=study_name(suite, ds, row), directions=directions(objectives), load_if_exists=True,
         sampler=make_sampler(suite.sampler, sampler_seed),
-        pruner=make_pruner(suite.pruner if len(objectives) == 1 else "none", row.epochs or suite.epochs),
+        pruner=make_pruner(suite.pruner if len(objectives) == 1 else "none", suite.budget(row).epochs),
     )
     if len(study.directions) != len(objectives):
         raise ConfigError(f"study {study.study_name!r} exists with {len(study.directions)} objective(s), not "
@@ -268,23 +257,23 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     without the seed phase unless the budget is reached. The seed phase is claimed by one process;
     ``harness run`` waits for a worker that holds it, a worker does not.
     """
-    from harness.evaluate import stored_results
-    from harness.worker import claim_final, suite_spec, worker_seed
-
     bars = bars or _NoBars()
     cache_dir = cache_dir or Path(".harness-cache")
-    epochs = row.epochs or suite.epochs
-    trials = row.trials or suite.trials
-    study = open_study(suite, ds, row, storage, worker_seed(suite.sampler_seed) if worker else suite.sampler_seed)
+    budget = suite.budget(row)
+    trials = budget.trials
+    phase = PhaseSettings(epochs=budget.epochs, device=device, amp=suite.amp, compile=suite.compile, cache_dir=cache_dir)
+    study = open_study(suite, ds, row, storage,
+                       storages.worker_seed(suite.sampler_seed) if worker else suite.sampler_seed)
     if not worker:
-        study.set_user_attr(META_KEY, {
-            "suite": suite.name, "dataset": ds.label, "row": row.name, "method": method.name, "plugin": method.plugin,
-            "dataset_order": d_i, "row_order": r_i, "sizes": task.sizes(), "kind": task.kind,
-            "objectives": list(suite.objectives), "cash": list(suite.cash) if row.method == "cash" else [],
-            "spec": suite_spec(suite), "plugin_modules": list(plugin_modules),
-        })
-        if "provenance" not in study.user_attrs:  # replaced when this run computes the row's results
-            study.set_user_attr("provenance", provenance or {})
+        meta = records.StudyMeta(
+            suite=suite.name, dataset=ds.label, row=row.name, method=method.name, plugin=method.plugin,
+            dataset_order=d_i, row_order=r_i, sizes=task.sizes(), kind=task.kind,
+            objectives=tuple(suite.objectives), cash=tuple(suite.cash) if row.method == "cash" else (),
+            spec=suite_spec(suite), plugin_modules=tuple(plugin_modules), budget=budget,
+        )
+        study.set_user_attr(records.META, meta.to_attr())
+        if records.PROVENANCE not in study.user_attrs:  # replaced when this run computes the row's results
+            study.set_user_attr(records.PROVENANCE, provenance or {})
         if isinstance(storage, optuna.storages.RDBStorage) and not storage.url.startswith("sqlite"):
             say(f"more workers may join: harness worker --study '{study.study_name}' --storage URL")
     label = f"{ds.label} · {row.name}"
@@ -292,10 +281,10 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     if row.tune:
         if not study.trials and not worker:
             if hasattr(method, "default_trials"):  # CASH: every method's defaults
-                for params in method.default_trials(tune_task, row.params):
+                for params in method.default_trials(tune_task, budget.params):
                     study.enqueue_trial(params)
             elif method.info.defaults:
-                study.enqueue_trial({k: v for k, v in method.info.defaults.items() if k not in row.params})
+                study.enqueue_trial({k: v for k, v in method.info.defaults.items() if k not in budget.params})
         bar = bars.add(f"{label}: tuning", total=trials, completed=min(trials, budget_used(study)))
 
         def on_trial(t):
@@ -304,9 +293,9 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             bars.update(bar, completed=min(trials, budget_used(study)), note=note)
 
         tune(study, method, tune_task, TuneSettings(
-            trials=trials, epochs=epochs, device=device, amp=suite.amp, compile=suite.compile, timeout=suite.timeout,
-            seed_base=suite.seed_base, pinned=row.params, cache_dir=cache_dir, objectives=tuple(suite.objectives),
-            trial_timeout=suite.trial_timeout, max_retries=suite.max_retries, max_trials=max_trials,
+            trials=trials, phase=phase, timeout=suite.timeout, seed_base=suite.seed_base, pinned=budget.params,
+            objectives=tuple(suite.objectives), trial_timeout=suite.trial_timeout, max_retries=suite.max_retries,
+            max_trials=max_trials,
         ), on_trial=on_trial)
         if worker and budget_used(study) < trials:
             return RowOutcome(ds.label, row.name, "waiting",
@@ -315,12 +304,12 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
         best = best_trial(study)
         if best is None:
             reason = failure_summary(study)
-            study.set_user_attr("failure", reason)
+            study.set_user_attr(records.FAILURE, reason)
             return RowOutcome(ds.label, row.name, "FAIL", reason)
-        config = best.user_attrs["config"]
+        config = best.user_attrs[records.CONFIG]
     else:
-        best, config = None, _default_config(method, tune_task, row.params)
-    row_seeds = [suite.seed_base + i for i in range(row.seeds or suite.seeds)]
+        best, config = None, default_config(method, tune_task, budget.params)
+    row_seeds = [suite.seed_base + i for i in range(budget.seeds)]
 
     def done() -> bool:
         return all(seed in stored_results(study) for seed in row_seeds)
@@ -332,12 +321,11 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     if claim is not None:
         try:
             if best is not None:
-                study.set_user_attr("best_trial", best.number)
-                study.set_user_attr("best_val_accuracy", val_accuracy(best))
+                study.set_user_attr(records.BEST_TRIAL, best.number)
+                study.set_user_attr(records.BEST_VAL_ACCURACY, val_accuracy(best))
             bar = bars.add(f"{label}: seeds", total=len(row_seeds))
             run_seeds(study, method, task, config, FinalSettings(
-                seeds=row_seeds, epochs=epochs, device=device, amp=suite.amp, compile=suite.compile, cache_dir=cache_dir,
-                artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
+                seeds=row_seeds, phase=phase, artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
                 calibrate=row.calibrate, shifts=parse_shifts(suite.shifts), ood=parse_ood(suite.ood),
             ), on_seed=lambda seed, r: bars.update(bar, advance=1))
             bars.update(bar, completed=len(row_seeds))

@@ -10,12 +10,16 @@ A suite YAML::
     trials: 8          # tuning trials per (method, data set)
     seeds: 3           # final re-runs of the best configuration
     epochs: 20         # training budget every method gets
+    params: {lr: 0.01} # values pinned for every row (a row's own params win)
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
 
 A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
 and may run on some of the data sets only (``datasets: [mnist5k@10pc]``, data-set labels as in the
 tables); two rows may then share a name, so one table row can have a budget per data set.
+
+:meth:`Suite.budget` decides each row's budget once: command-line flag (:class:`Overrides`) > the
+row's own ``trials`` / ``seeds`` / ``epochs`` / ``params`` > the suite file's > the method's defaults.
 """
 from __future__ import annotations
 
@@ -28,10 +32,9 @@ import yaml
 
 from harness.calibration import CALIBRATIONS
 from harness.errors import ConfigError
+from harness.records import Budget
+from harness.samplers import SAMPLERS, SINGLE_OBJECTIVE, check_pruner, check_sampler
 from harness.shift import parse_ood, parse_shifts
-
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ class RowSpec:
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """Budgets given on the command line: they beat every row's and the suite file's own."""
+
+    trials: int | None = None
+    seeds: int | None = None
+    epochs: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     datasets: tuple[DatasetSpec, ...]
@@ -115,6 +128,8 @@ class Suite:
     cash: tuple[str, ...] = ()  # methods searched as one categorical choice: the row `cash`
     heartbeat: int = 10  # seconds between a running trial's heartbeats (RDB storages)
     max_retries: int = 2  # re-runs of a configuration whose worker died
+    params: dict[str, Any] = field(default_factory=dict)  # values pinned for every row
+    overrides: Overrides = field(default_factory=Overrides)
 
     def replace(self, **changes) -> Suite:
         return validate(dataclasses.replace(self, **changes))
@@ -126,6 +141,20 @@ class Suite:
     def rows_for(self, ds: DatasetSpec) -> tuple[RowSpec, ...]:
         """The rows that run on data set ``ds``."""
         return tuple(r for r in self.all_rows() if r.runs_on(ds))
+
+    def budget(self, row: RowSpec) -> Budget:
+        """The budget ``row`` really gets: command-line flag > row > suite file (> method default,
+        for parameters nobody pinned: the method's own ``MethodInfo.defaults``)."""
+        o = self.overrides
+
+        def pick(key: str) -> int:
+            for value in (getattr(o, key), getattr(row, key), getattr(self, key)):
+                if value is not None:
+                    return value
+            raise AssertionError(key)
+
+        return Budget(trials=pick("trials"), seeds=pick("seeds"), epochs=pick("epochs"),
+                      params={**self.params, **row.params, **o.params})
 
     def pairs(self) -> set[tuple[str, str]]:
         """Every (data-set label, row name) the suite fills."""
@@ -146,10 +175,13 @@ def validate(suite: Suite) -> Suite:
         for attr in ("trials", "epochs", "seeds"):
             if getattr(row, attr) is not None:
                 _positive_int(getattr(row, attr), f"{row.name}: {attr}")
-    if suite.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {suite.sampler!r} (known: {', '.join(SAMPLERS)})")
-    if suite.pruner not in PRUNERS:
-        raise ConfigError(f"unknown pruner {suite.pruner!r} (known: {', '.join(PRUNERS)})")
+    for attr in ("trials", "epochs", "seeds"):
+        if getattr(suite.overrides, attr) is not None:
+            _positive_int(getattr(suite.overrides, attr), f"--{attr}")
+    if not isinstance(suite.params, dict):
+        raise ConfigError("`params` of the suite must be a mapping")
+    check_sampler(suite.sampler)
+    check_pruner(suite.pruner)
     if suite.timeout is not None and suite.timeout <= 0:
         raise ConfigError(f"timeout must be positive, got {suite.timeout}")
     if not suite.rows and not suite.cash:
@@ -186,8 +218,9 @@ def _check_scaleout(suite: Suite) -> None:
     objectives = parse_objectives(suite.objectives)
     if len(objectives) > 1 and suite.pruner != "none":
         raise ConfigError(f"multi-objective studies cannot prune: use pruner none, not {suite.pruner!r}")
-    if len(objectives) > 1 and suite.sampler == "cmaes":
-        raise ConfigError("the cmaes sampler has one objective: use nsga2, tpe or random with several objectives")
+    if len(objectives) > 1 and suite.sampler in SINGLE_OBJECTIVE:
+        others = ", ".join(n for n in SAMPLERS if n not in SINGLE_OBJECTIVE)
+        raise ConfigError(f"the {suite.sampler} sampler has one objective: use {others} with several objectives")
     if suite.trial_timeout is not None and (isinstance(suite.trial_timeout, bool) or suite.trial_timeout <= 0):
         raise ConfigError(f"trial_timeout must be a positive number of seconds, got {suite.trial_timeout!r}")
     _positive_int(suite.heartbeat, "heartbeat")
@@ -201,7 +234,7 @@ def _check_scaleout(suite: Suite) -> None:
 
 _ROW_KEYS = {f.name for f in dataclasses.fields(RowSpec)}
 _DS_KEYS = {f.name for f in dataclasses.fields(DatasetSpec)} - {"options"}
-_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"rows"} | {"methods"}
+_SUITE_KEYS = {f.name for f in dataclasses.fields(Suite)} - {"rows", "overrides"} | {"methods"}
 
 
 def _row(entry: Any) -> RowSpec:
@@ -288,3 +321,22 @@ def load_suite(path: str | Path) -> Suite:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
     return from_mapping(data, default_name=path.stem)
+
+
+def suite_spec(suite: Suite) -> dict[str, Any]:
+    """The suite as plain JSON for a study's record, without its storage URL (which may hold a
+    password; a worker is given the URL on its own command line)."""
+    spec = dataclasses.asdict(suite)
+    spec["storage"] = None
+    return spec
+
+
+def suite_from_spec(spec: dict[str, Any]) -> Suite:
+    """The suite :func:`suite_spec` stored."""
+    def build(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+    return validate(build(Suite, {**spec, "datasets": [build(DatasetSpec, d) for d in spec["datasets"]],
+                                  "rows": [build(RowSpec, r) for r in spec["rows"]],
+                                  "overrides": build(Overrides, spec.get("overrides") or {})}))

@@ -8,7 +8,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from harness.calibration import apply_temperature, fit_temperature
 from harness.data import load_task
 from harness.errors import ConfigError
-from harness.evaluate import FinalSettings, run_seed
+from harness.phases import FinalSettings, PhaseSettings, run_seed
 from harness.metrics import ece, nll
 from harness.plugins import load_plugins
 from harness.suite import from_mapping
@@ -68,7 +68,7 @@ def test_run_seed_fits_on_val_and_scores_calibrated_test():
     task = load_task(registry, "digits")
     method = registry.method("centroid")
     # A softmax over distances at a large temperature is badly under-confident.
-    settings = dict(seeds=[0], epochs=1, device=torch.device("cpu"))
+    settings = dict(seeds=[0], phase=PhaseSettings(epochs=1, device=torch.device("cpu")))
     plain = run_seed(method, task, {"temperature": 20.0}, 0, FinalSettings(**settings))
     row = run_seed(method, task, {"temperature": 20.0}, 0, FinalSettings(**settings, calibrate="temperature"))
     assert "temperature" not in plain

@@ -13,7 +13,9 @@ from harness.cash import CashMethod, per_method_best
 from harness.errors import ConfigError
 from harness.plugins import load_plugins
 from harness.runner import run_suite
-from harness.search import TuneSettings, best_trial, make_sampler, tune
+from harness.phases import PhaseSettings, TuneSettings, tune
+from harness.records import best_trial
+from harness.samplers import make_sampler
 from harness.suite import from_mapping
 
 
@@ -24,7 +26,7 @@ def reg():
 
 def _tune(reg, names, digits, trials):
     study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
-    tune(study, CashMethod(reg, names), digits.without_test(), TuneSettings(trials=trials, epochs=1, device=torch.device("cpu")))
+    tune(study, CashMethod(reg, names), digits.without_test(), TuneSettings(trials=trials, phase=PhaseSettings(epochs=1, device=torch.device("cpu"))))
     return study
 
 

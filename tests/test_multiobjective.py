@@ -11,7 +11,8 @@ from harness.errors import ConfigError
 from harness.multiobjective import directions, objective_values, parse_objectives
 from harness.plugins import load_plugins
 from harness.runner import run_suite
-from harness.search import best_trial, make_storage
+from harness.records import best_trial
+from harness.storage import make_storage
 from harness.suite import from_mapping
 
 

@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from harness.plugins import load_plugins
 from harness.runner import run_suite
-from harness.search import TuneSettings, make_storage, reap_dead_trials, tune
+from harness.phases import PhaseSettings, TuneSettings, tune
+from harness.storage import ask, heartbeat, make_storage, reap_dead_trials
 from harness.suite import from_mapping, load_suite
-from harness.worker import ask, heartbeat
 
 from conftest import harness_env
 from pg import Cluster, server_bin
@@ -131,7 +131,7 @@ def test_a_worker_survives_dropped_connections(postgres, digits):
         postgres.drop_connections(database)
         drops.append(trial.number)
 
-    tune(study, method, digits.without_test(), TuneSettings(trials=4, epochs=1, device=torch.device("cpu")), on_trial=drop)
+    tune(study, method, digits.without_test(), TuneSettings(trials=4, phase=PhaseSettings(epochs=1, device=torch.device("cpu"))), on_trial=drop)
     states = [t.state for t in study.trials]
     assert len(drops) == 4 and states == [TrialState.COMPLETE] * 4
     # The pool stays bounded (pool_size 2 + max_overflow 2).

@@ -166,7 +166,7 @@ def test_latex_escape():
 
 def _harness_storage(path: Path):
     """A journal storage holding two harness studies the way the runner stores them."""
-    from harness.search import make_storage
+    from harness.storage import make_storage
 
     storage = make_storage(str(path), path.parent)
     for i, method in enumerate(("alpha", EVIL)):

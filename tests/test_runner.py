@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from harness.search import make_storage
+from harness.storage import make_storage
 
 from conftest import harness_env, run_cli
 

@@ -21,9 +21,10 @@ from rich.console import Console
 from harness.cli import main
 from harness.plugins import load_plugins
 from harness.runner import open_study, run_suite
-from harness.search import TuneSettings, budget_used, make_storage, reap_dead_trials, tune
-from harness.suite import from_mapping
-from harness.worker import FinalClaim, run_worker, suite_from_spec, suite_spec, try_claim_final
+from harness.phases import PhaseSettings, TuneSettings, tune
+from harness.storage import FinalClaim, budget_used, make_storage, reap_dead_trials, try_claim_final
+from harness.suite import from_mapping, suite_from_spec, suite_spec
+from harness.worker import run_worker
 
 from conftest import harness_env
 
@@ -143,7 +144,7 @@ def test_a_trial_past_its_time_limit_fails_with_the_reason(tmp_path, monkeypatch
     study = _open(None, tmp_path)
     started = time.monotonic()
     tune(study, reg.method("paced"), digits.without_test(),
-         TuneSettings(trials=1, epochs=1, device=torch.device("cpu"), trial_timeout=0.5))
+         TuneSettings(trials=1, phase=PhaseSettings(epochs=1, device=torch.device("cpu")), trial_timeout=0.5))
     assert time.monotonic() - started < 2.5
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_kind"] == "method"

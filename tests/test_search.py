@@ -6,10 +6,10 @@ from optuna.trial import TrialState
 
 from harness.errors import ConfigError
 from harness.plugins import load_plugins
-from harness.search import (
-    PinnedTrial, TuneSettings, best_trial, budget_used, make_pruner, make_sampler, make_storage, reap_dead_trials,
-    redact, tune,
-)
+from harness.phases import PhaseSettings, PinnedTrial, TuneSettings, tune
+from harness.records import best_trial
+from harness.samplers import make_pruner, make_sampler
+from harness.storage import budget_used, make_storage, reap_dead_trials, redact
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def _study(tmp_path, name="s", sampler="tpe", seed=0):
 
 
 def _settings(trials, **kw):
-    return TuneSettings(trials=trials, epochs=2, device=torch.device("cpu"), **kw)
+    return TuneSettings(trials=trials, phase=PhaseSettings(epochs=2, device=torch.device("cpu")), **kw)
 
 
 def test_same_sampler_seed_proposes_the_same_configurations(reg, digits, tmp_path):

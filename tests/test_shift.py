@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from harness.data import load_task
 from harness.errors import ConfigError
-from harness.evaluate import FinalSettings, run_seed
+from harness.phases import FinalSettings, PhaseSettings, run_seed
 from harness.shift import (
     DEFAULT_SHIFTS, OOD_SETS, ShiftSpec, apply_shift, auroc, ood_images, parse_ood, parse_shifts, rotate,
 )
@@ -102,7 +102,7 @@ def test_run_seed_scores_every_shift_and_ood_set(centroid):
     method, digits = centroid
     shifts = parse_shifts({"rotate": [30, 60], "noise": [0.3]})
     row = run_seed(method, digits, {"temperature": 1.0}, 0, FinalSettings(
-        seeds=[0], epochs=1, device=torch.device("cpu"), shifts=shifts, ood=("noise", "rotate90")))
+        seeds=[0], phase=PhaseSettings(epochs=1, device=torch.device("cpu")), shifts=shifts, ood=("noise", "rotate90")))
     assert [(s["shift"], s["intensity"]) for s in row["shift"]] == [("rotate", 30.0), ("rotate", 60.0), ("noise", 0.3)]
     acc = {s["intensity"]: s["accuracy"] for s in row["shift"] if s["shift"] == "rotate"}
     assert row["accuracy"] > acc[30.0] > acc[60.0]  # a nearest-centroid model suffers under rotation

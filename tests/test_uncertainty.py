@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from harness.conformance import check_plugin
 from harness.context import FitContext, seed_everything
 from harness.errors import ConfigError
-from harness.evaluate import MEMBER_PROBS
 from harness.metrics import accuracy
 from harness.toolkit.models import create_model
 from harness.toolkit.train import TrainConfig
@@ -91,8 +90,8 @@ def test_deep_ensemble_learns_and_hands_over_member_predictions(registry, digits
     ctx = _ctx()
     fitted = method.fit(digits.without_test(), _config(registry, "deep_ensemble", members=3), ctx)
     assert fitted.vectorised
-    probs = method.evaluate(fitted, digits.test.without_labels(), ctx)
-    members = ctx.extras.pop(MEMBER_PROBS)
+    predictions = method.predict(fitted, digits.test.without_labels(), ctx)
+    probs, members = predictions.probs.double(), predictions.members
     assert members.shape == (3, len(digits.test), 10)
     assert torch.allclose(probs, members.mean(0).double(), atol=1e-6)
     assert accuracy(probs, digits.test.y) > 0.85  # chance is 0.10
@@ -106,14 +105,14 @@ def test_mc_dropout_samples_and_its_deterministic_twin(registry, digits):
     config = _config(registry, "mc_dropout", dropout=0.3, mc_samples=8)
     fitted = method.fit(digits.without_test(), config, ctx)
     split = digits.test.without_labels()
-    probs = method.evaluate(fitted, split, ctx)
-    members = ctx.extras.pop(MEMBER_PROBS)
+    predictions = method.predict(fitted, split, ctx)
+    probs, members = predictions.probs.double(), predictions.members
     assert members.shape == (8, len(digits.test), 10)
     assert not torch.allclose(members[0], members[1])  # dropout is on at test time
     assert accuracy(probs, digits.test.y) > 0.85
     fitted.samples = 0  # the same weights, dropout off
+    assert method.predict(fitted, split, ctx).members is None
     det = method.evaluate(fitted, split, ctx)
-    assert MEMBER_PROBS not in ctx.extras
     assert torch.equal(det, method.evaluate(fitted, split, ctx))
     assert accuracy(det, digits.test.y) > 0.85
 

@@ -164,7 +164,7 @@ def _trial_value(study: optuna.Study, t: optuna.trial.FrozenTrial) -> float:
     """What a trial is plotted by: its objective, or validation accuracy in a multi-objective study."""
     if len(study.directions) == 1:
         return float(t.value)
-    from harness.search import val_accuracy
+    from harness.records import val_accuracy
 
     v = val_accuracy(t)
     return float("nan") if v is None else float(v)

@@ -8,8 +8,8 @@
   predictions averaged (Lakshminarayanan et al., NeurIPS 2017); trained in one vectorised pass by
   :func:`harness_plugins.uncertainty.ensemble.train_members`. ``members: 1`` is the single network of the same recipe.
 
-Both hand their sampled predictions (``S × N × K``) to the core on ``ctx.extras["member_probs"]``,
-from which it reports the mutual information. Temperature scaling and shift/OOD scoring are the
+Both return their sampled predictions (``S × N × K``) as ``Predictions.members``, from which the
+core reports the mutual information. Temperature scaling and shift/OOD scoring are the
 core's (a suite's ``calibrate`` and ``shifts`` / ``ood`` keys) and apply to these and every method.
 """
 from __future__ import annotations
@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import hookimpl
+from harness import Predictions, hookimpl
 from harness.errors import ConfigError
-from harness.evaluate import MEMBER_PROBS
 from harness.info import MethodInfo
 from harness.toolkit.augment import augment_from_config
 from harness.toolkit.models import network_from_config
@@ -138,7 +137,7 @@ def mc_dropout_probs(model: nn.Module, x: torch.Tensor, samples: int, ctx, batch
 
 
 @hookimpl
-def harness_evaluate(method: str, fitted, split, ctx) -> torch.Tensor:
+def harness_evaluate(method: str, fitted, split, ctx) -> Predictions | torch.Tensor:
     if isinstance(fitted, Members):
         if len(fitted) == 1:
             return fitted.member_probs(split.x, ctx)[0]
@@ -147,5 +146,4 @@ def harness_evaluate(method: str, fitted, split, ctx) -> torch.Tensor:
         return predict_proba(fitted.model, split.x, ctx)
     else:
         member_probs = mc_dropout_probs(fitted.model, split.x, fitted.samples, ctx)
-    ctx.extras[MEMBER_PROBS] = member_probs
-    return member_probs.mean(0)
+    return Predictions(member_probs.mean(0), members=member_probs)
