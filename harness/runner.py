@@ -201,7 +201,7 @@ def write_suite_tables(storage, suite: Suite, out_dir: Path, descriptions: dict[
 def write_study_extras(storage, suite_name: str | None, out_dir: Path) -> dict[str, Path]:
     """``cash_<data set>.csv/.md`` (best trial per method) for CASH studies and
     ``pareto_<data set>_<row>.csv/.md/.png`` for multi-objective ones."""
-    from harness.multiobjective import write_pareto
+    from harness.report.pareto import write_pareto
 
     paths: dict[str, Path] = {}
     for summary, meta in records.harness_studies(storage, suite_name):

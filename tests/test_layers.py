@@ -32,8 +32,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         # metrics and what is computed from probabilities
         "harness.metrics", "harness.multiobjective", "harness.calibration", "harness.shift",
         # data and the training toolkit
-        "harness.data", "harness.models", "harness.train", "harness.augment", "harness.pretrain",
-        "harness.supervised", "harness.generative", "harness.consistency", "harness.ensemble",
+        "harness.data", "harness.toolkit",
+        # former import paths of the toolkit, forwarding to it
+        "harness.models", "harness.train", "harness.augment", "harness.pretrain", "harness.supervised",
+        "harness._moved",
     ),
 }
 RANK = {layer: i for i, layer in enumerate(LAYERS)}

@@ -6,7 +6,7 @@ import math
 from torch import nn
 
 from harness.task import Task
-from harness.toolkit.models import register_model
+from harness.toolkit.models.registry import register_model
 from harness.toolkit.models.classifier import Classifier
 
 
@@ -71,3 +71,10 @@ def lenet(task: Task, width: int = 32, hidden: int = 128, batchnorm: bool = Fals
     layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), _norm1d(hidden, batchnorm), nn.ReLU(inplace=True),
                nn.Dropout(dropout)]
     return Classifier(nn.Sequential(*layers), hidden, task.num_classes)
+
+
+@register_model("cnn3")
+def _cnn3(task: Task, **kwargs) -> Classifier:
+    """The built-in CNN with three stages at any image size: at width 16 a 64-feature encoder for
+    28×28 images that costs less than two stages at width 32 (for pre-training on a CPU budget)."""
+    return cnn(task, **{**kwargs, "stages": 3})
