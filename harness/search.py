@@ -377,7 +377,7 @@ def tune(
     """
     from harness.worker import ask, heartbeat
 
-    if task.test is not None:
+    if task.has_test:
         raise ValueError("tuning must never see the test split: pass task.without_test()")
     started = time.monotonic()
     poll = float(getattr(study._storage, "heartbeat_interval", None) or 0.5)
