@@ -53,11 +53,54 @@ def test_broken_plugins_are_reported_and_do_not_hide_the_others():
     problems = {p.plugin: p.message for p in reg.problems}
     assert "learning_rate" in problems["fixture_plugins.bad_signature"]
     assert "harness_fitt" in problems["fixture_plugins.unknown_hook"]
-    assert "'erm' is already provided by plugin 'supervised'" in problems["fixture_plugins.duplicate"]
-    # The duplicate's other method and every other plugin still work.
+    assert "'erm' is declared by plugin 'supervised' (built-in) and by plugin 'fixture_plugins.duplicate'" \
+        in problems["fixture_plugins.duplicate"]
+    # The duplicate's other method and every other plugin still work; the clashing name runs nowhere.
     assert reg.method("uniform").plugin == "fixture_plugins.duplicate"
-    assert reg.method("erm").plugin == "supervised"
     assert reg.method("centroid").plugin == "fixture_plugins.centroid"
+    with pytest.raises(PluginError, match="'supervised' .* and by plugin 'fixture_plugins.duplicate'.*replaces='erm'"):
+        reg.method("erm")
+    assert "erm" in reg.match_methods(["e*"])  # a pattern cannot quietly skip it
+
+
+def _plugin(name: str, *infos: MethodInfo) -> types.ModuleType:
+    """A plugin object whose methods predict the uniform distribution."""
+    def methods():
+        return list(infos)
+
+    def space(method, trial, task):
+        return {}
+
+    def fit(method, task, config, ctx):
+        return task.num_classes
+
+    def evaluate(method, fitted, split, ctx):
+        return torch.full((len(split), fitted), 1.0 / fitted)
+
+    hooks = {"harness_methods": methods, "harness_search_space": space, "harness_fit": fit,
+             "harness_evaluate": evaluate}
+    for hook_name, fn in hooks.items():
+        fn.__name__ = hook_name
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, hookimpl(fn))
+    return module
+
+
+def test_replaces_overrides_a_builtin_on_purpose_and_only_a_builtin():
+    reg = load_plugins()
+    reg.add(_plugin("mine", MethodInfo("erm", ("image",), "my erm", replaces="erm")), "mine", "module mine")
+    reg.add(_plugin("other", MethodInfo("erm", ("image",), "yet another", replaces="erm")), "other", "module other")
+    reg._bind()
+    assert reg.plugins["mine"].replaces == {"erm": "supervised"}
+    assert "erm" not in reg.plugins["supervised"].methods
+    # A second override of the same name clashes with the first, which is no built-in.
+    with pytest.raises(PluginError, match="'mine' .* and by plugin 'other'.*may only override a built-in"):
+        reg.method("erm")
+    reg = load_plugins()
+    reg.add(_plugin("mine", MethodInfo("erm", ("image",), "my erm", replaces="erm")), "mine", "module mine")
+    reg._bind()
+    assert reg.method("erm").plugin == "mine" and not reg.problems
 
 
 def test_plugin_module_that_fails_to_import_is_a_plugin_error():
