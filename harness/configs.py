@@ -74,4 +74,69 @@ def defaults_for(info: MethodInfo, task: Task) -> dict[str, Any]:
     return dict(defaults)
 
 
-__all__ = ["check_serialisable", "defaults_for"]
+class DefaultsTrial:
+    """A fixed trial for a method's defaults: ``suggest_*`` returns the default (or the value the user
+    pinned), and a default missing or outside the distribution is an error naming the parameter and
+    the task kind (Optuna's ``FixedTrial`` only warns about a float outside its range).
+    ``used`` holds the parameters the search space asked for."""
+
+    def __init__(self, defaults: dict[str, Any], method: str, kind: str, pinned: dict[str, Any] | None = None):
+        import optuna
+
+        self._defaults, self._pinned = dict(defaults), dict(pinned or {})
+        self._fixed = optuna.trial.FixedTrial({**self._defaults, **self._pinned})
+        self._where = f"{method}: MethodInfo.defaults for a {kind} task"
+        self.used: set[str] = set()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._fixed, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(param: str, *args, **kwargs):
+            self.used.add(param)
+            if param in self._pinned:
+                return self._pinned[param]
+            if param not in self._defaults:
+                raise ConfigError(f"{self._where} has no value for parameter {param!r}")
+            try:
+                value = attr(param, *args, **kwargs)
+            except ValueError:
+                value = None  # outside a categorical's choices: described below
+            dist = self._fixed.distributions.get(param)
+            if dist is None or _outside(dist, self._defaults[param]):
+                raise ConfigError(f"{self._where}: parameter {param!r} = {self._defaults[param]!r} is outside "
+                                  f"the search space ({_describe(dist, args, kwargs)})")
+            return value
+
+        return suggest
+
+
+def _outside(dist: Any, value: Any) -> bool:
+    if hasattr(dist, "choices"):
+        return value not in dist.choices
+    try:
+        return not dist.low <= value <= dist.high
+    except TypeError:
+        return True
+
+
+def _describe(dist: Any, args: tuple, kwargs: dict) -> str:
+    if dist is None:  # the categorical's distribution is never recorded when its value is refused
+        choices = kwargs.get("choices", args[0] if args else ())
+        return f"choices {tuple(choices)!r}"
+    if hasattr(dist, "choices"):
+        return f"choices {tuple(dist.choices)!r}"
+    return f"[{dist.low:g}, {dist.high:g}]" + (" log" if getattr(dist, "log", False) else "")
+
+
+def default_config(method: Any, task: Task, pinned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The configuration a method's defaults give on ``task`` (values the user pinned win): what the
+    core uses when tuning is off. Raises :class:`ConfigError` naming a default that does not fit."""
+    pinned = dict(pinned or {})
+    trial = DefaultsTrial(defaults_for(method.info, task), method.name, task.kind, pinned)
+    config = method.search_space(trial, task)
+    return {**config, **{k: v for k, v in pinned.items() if k not in config}}
+
+
+__all__ = ["check_serialisable", "defaults_for", "default_config", "DefaultsTrial"]

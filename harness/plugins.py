@@ -56,6 +56,7 @@ class Problem:
     plugin: str
     message: str
     method: str | None = None
+    also: tuple[str, ...] = ()  # other plugins involved (the first declarer of a clashing name)
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r}: {self.message}"
@@ -216,7 +217,9 @@ class Registry:
                 continue
             if info.name in self.unusable and self.unusable[info.name].plugin != name:
                 first = self.unusable[info.name]
-                self.unusable[info.name] = Problem(first.plugin, f"{first.message}, and by plugin {name!r}", info.name)
+                again = Problem(first.plugin, f"{first.message}; also declared by plugin {name!r}", info.name,
+                                (*first.also, name))
+                self.unusable[info.name] = self.problems[self.problems.index(first)] = again
                 continue
             if info.name in self.methods:
                 owner = self.plugins[self.methods[info.name].plugin]
@@ -250,14 +253,14 @@ class Registry:
         del self.methods[info.name]
         owner.methods.remove(info.name)
         how = (f"to override the built-in on purpose declare MethodInfo({info.name!r}, ..., replaces={info.name!r})"
-               if owner.builtin else "replaces= may only override a built-in method")
+               if owner.builtin else "neither is built in, so replaces= cannot settle it")
         if info.replaces and not owner.builtin:
             how = f"replaces={info.replaces!r} may only override a built-in method, and {owner.name!r} is not built in"
         self._unusable(Problem(
             record.name,
             f"method {info.name!r} is declared by plugin {owner.name!r} ({owner.source}) and by plugin "
             f"{record.name!r} ({record.source}); rename or uninstall one ({how})",
-            info.name,
+            info.name, (owner.name,),
         ))
 
     def _bind(self) -> None:
