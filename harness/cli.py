@@ -174,6 +174,7 @@ def _search_spaces(registry) -> tuple[dict[str, str], list[str]]:
     line for each method whose space fails to sample or returns what the storage cannot hold."""
     import optuna
 
+    from harness.configs import default_config, defaults_for
     from harness.conformance import TINY
     from harness.data import load_task
     from harness.search import failure_reason
@@ -182,7 +183,8 @@ def _search_spaces(registry) -> tuple[dict[str, str], list[str]]:
     problems: list[str] = []
     tasks: dict[str, Any] = {}
     for name, method in registry.methods.items():
-        kind = next((k for k in method.info.kinds if k in TINY), None)
+        kinds = [k for k in method.info.kinds if TINY.get(k) in registry.datasets]
+        kind = kinds[0] if kinds else None
         if kind is None:
             out[name] = f"(needs a {'/'.join(method.info.kinds)} task to sample)"
             continue
@@ -202,6 +204,15 @@ def _search_spaces(registry) -> tuple[dict[str, str], list[str]]:
                             f"{failure_reason(exc)}")
             continue
         out[name] = "; ".join(f"{k}: {_describe(d)}" for k, d in dists.items())
+        for kind in kinds:  # defaults may fit one kind and not another
+            try:
+                if kind not in tasks:
+                    tasks[kind] = load_task(registry, TINY[kind]).without_test()
+                if defaults_for(method.info, tasks[kind]):
+                    default_config(method, tasks[kind])
+            except Exception as exc:
+                problems.append(f"plugin {method.plugin!r}: method {name!r}: {failure_reason(exc)}")
+                break
     return out, problems
 
 

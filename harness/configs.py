@@ -69,7 +69,7 @@ def defaults_for(info: MethodInfo, task: Task) -> dict[str, Any]:
     if defaults is None:
         return {}
     if not isinstance(defaults, dict):
-        raise PluginError(f"{info.name}: MethodInfo.defaults for a {task.kind} task is "
+        raise PluginError(f"{info.name}: MethodInfo.defaults for {_a(task.kind)} task is "
                           f"{type(defaults).__name__}, not a dict of Optuna parameters")
     return dict(defaults)
 
@@ -85,7 +85,7 @@ class DefaultsTrial:
 
         self._defaults, self._pinned = dict(defaults), dict(pinned or {})
         self._fixed = optuna.trial.FixedTrial({**self._defaults, **self._pinned})
-        self._where = f"{method}: MethodInfo.defaults for a {kind} task"
+        self._where = f"{method}: MethodInfo.defaults for {_a(kind)} task"
         self.used: set[str] = set()
 
     def __getattr__(self, name: str):
@@ -110,6 +110,10 @@ class DefaultsTrial:
             return value
 
         return suggest
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _outside(dist: Any, value: Any) -> bool:

@@ -75,9 +75,9 @@ def check_plugin(registry: Registry, name: str, epochs: int = 2, device: str = "
     reports = []
     for method in methods:
         for kind in method.info.kinds:
-            if kind not in TINY:
+            if TINY.get(kind) not in registry.datasets:
                 reports.append(CheckReport(method.name, kind, method.plugin,
-                                           notes=[f"no tiny {kind} task to check on; skipped"]))
+                                           notes=[f"no tiny {kind} task loaded to check on; skipped"]))
                 continue
             if kind not in tasks:
                 tasks[kind] = load_task(registry, TINY[kind], device=torch.device(device))
@@ -123,7 +123,8 @@ def _sample(method: Method, task: Task) -> list[dict[str, Any]]:
         try:
             configs.append(method.search_space(trial, task))
         except Exception as exc:
-            raise _Failed(f"harness_search_space, sample {i + 1} on a {task.kind} task: {failure_reason(exc)}") from None
+            raise _Failed(f"harness_search_space, sample {i + 1} on the {task.kind} task {task.name}: "
+                          f"{failure_reason(exc)}") from None
         study.tell(trial, 0.0)
     return configs
 
@@ -140,7 +141,7 @@ def _defaults(method: Method, task: Task, report: CheckReport) -> dict[str, Any]
         raise _Failed(failure_reason(exc)) from None
     unused = sorted(set(defaults) - trial.used)
     if unused:
-        report.notes.append(f"warning: MethodInfo.defaults for a {task.kind} task sets {', '.join(unused)}, which "
+        report.notes.append(f"warning: MethodInfo.defaults for the {task.kind} task {task.name} sets {', '.join(unused)}, which "
                             "its search space never asks for (defaults hold Optuna parameter names)")
     report.notes.append(f"defaults give {config}")
     return config

@@ -185,3 +185,120 @@ def test_installed_third_party_plugin_is_listed_and_runs(installed_example, tmp_
 
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.loc[summary.method == "lda", "accuracy_mean"].item() > 0.85
+
+
+# -- broken plugins, as installed packages ------------------------------------------------------------
+# Each case: entry-point name, module, the method a run asks for, what every message must say, and
+# whether the plugin breaks at load time (exit 2 before any work) or at run time (its rows FAIL).
+BROKEN = [
+    ("cutmix", "fixture_plugins.import_error", "cutmix",
+     "harness-fixture-cutmix 0.1 names module fixture_plugins.import_error, whose import raised "
+     "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'", "load"),
+    ("dup", "fixture_plugins.duplicate", "erm",
+     "method 'erm' is declared by plugin 'supervised' (built-in) and by plugin 'dup'", "load"),
+    ("shape", "fixture_plugins.wrong_shape", "wrong_shape", "harness_evaluate returned shape", "run"),
+    ("unnormalised", "fixture_plugins.unnormalised", "unnormalised", "rows do not sum to one", "run"),
+    ("nan", "fixture_plugins.nan_probs", "nan_probs", "probabilities contain NaN", "run"),
+    ("npconfig", "fixture_plugins.numpy_config", "numpy_config", "config key 'temperature' holds numpy.float32",
+     "sample"),
+    ("devconfig", "fixture_plugins.device_config", "device_config", "config key 'device' holds torch.device",
+     "sample"),
+    ("peek", "fixture_plugins.peeks_test", "peeks_test", "the test split is withheld from harness_fit", "run"),
+    ("kinddefaults", "fixture_plugins.kind_defaults", "kind_defaults", ("parameter 'model'", "tabular task", "'cnn'"),
+     "defaults"),
+]
+
+
+def _says(says: str | tuple[str, ...], line: str) -> bool:
+    return all(part in line for part in ((says,) if isinstance(says, str) else says))
+
+
+def _install_entry_point(site, dist: str, name: str, module: str) -> None:
+    """What ``pip install`` leaves behind for a plugin package: a dist-info folder with the entry point."""
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{name} = {module}\n")
+
+
+def _env(site, *plugins: str) -> dict[str, str]:
+    """PYTHONPATH with ``site``; only the data sets, ``supervised`` (it owns ``erm``) and ``plugins`` load."""
+    env = harness_env(HARNESS_PLUGINS=",".join(("datasets", "supervised", *plugins)))
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    return env
+
+
+RUN = ("--threads", "1", "run", "--dataset", "iris", "--trials", "1", "--seeds", "1", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def centroid_alone(tmp_path_factory):
+    """The centroid rows of a run without any broken plugin, to compare against."""
+    import pandas as pd
+
+    site = tmp_path_factory.mktemp("site")
+    _install_entry_point(site, "harness-fixture-centroid", "centroid", "fixture_plugins.centroid")
+    out = site / "out"
+    proc = run_cli(*RUN, "centroid", "--out", str(out), env=_env(site, "centroid"), cwd=site)
+    assert proc.returncode == 0, proc.stderr
+    return pd.read_csv(out / "per_seed.csv")
+
+
+@pytest.mark.parametrize("name,module,method,says,when", BROKEN, ids=[c[0] for c in BROKEN])
+def test_a_broken_plugin_is_named_by_plugins_check_and_run(name, module, method, says, when, tmp_path,
+                                                           centroid_alone):
+    import pandas as pd
+
+    site = tmp_path / "site"
+    _install_entry_point(site, f"harness-fixture-{name}", name, module)
+    _install_entry_point(site, "harness-fixture-centroid", "centroid", "fixture_plugins.centroid")
+    env = _env(site, name, "centroid")
+
+    listing = run_cli("--threads", "1", "plugins", env=env, cwd=tmp_path)
+    if when in ("load", "sample", "defaults"):
+        assert listing.returncode == 1, listing.stdout + listing.stderr
+        first = listing.stdout.splitlines()[0]  # problems come first
+        assert first.startswith(f"problem plugin '{name}'") and _says(says, first), listing.stdout[:2000]
+    else:  # only running the method shows the problem
+        assert listing.returncode == 0, listing.stdout[:2000] + listing.stderr
+
+    check = run_cli("--threads", "1", "plugins", "--check", name, env=env, cwd=tmp_path)
+    if when == "load":
+        assert check.returncode == 2, check.stdout + check.stderr
+        assert check.stderr.count("\n") == 1 and check.stderr.startswith(f"harness: error: plugin '{name}'")
+        assert _says(says, check.stderr)
+    else:
+        assert check.returncode == 1, check.stdout + check.stderr
+        lines = [ln for ln in check.stdout.splitlines() if "problem:" in ln]
+        assert lines and all(f"plugin '{name}', method '{method}'" in ln for ln in lines), check.stdout
+        assert any(_says(says, ln) for ln in lines), check.stdout
+        if when == "defaults":  # valid for images, not for tables
+            assert "ok kind_defaults on digits" in check.stdout and "FAIL kind_defaults on iris" in check.stdout
+
+    out = tmp_path / "out"
+    run = run_cli(*RUN, method, "centroid", "--out", str(out), env=env, cwd=tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("harness: error:")]
+    assert len(errors) == 1 and _says(says, errors[0]), run.stderr
+    if when == "load":
+        assert f"plugin '{name}'" in errors[0]
+        assert not out.exists()  # refused before any work
+        return
+    assert f"iris · {method} (plugin '{name}')" in errors[0]
+    rows = pd.read_csv(out / "per_seed.csv")
+    assert (rows.loc[rows.method == method, "status"] == "FAIL").all()
+    mine = rows[rows.method == "centroid"].reset_index(drop=True)
+    alone = centroid_alone.reset_index(drop=True)
+    for col in ("seed", "accuracy", "nll", "ece", "brier"):
+        assert mine[col].tolist() == alone[col].tolist(), col
+
+
+def test_run_warns_once_at_the_top_about_a_broken_plugin_it_does_not_use(tmp_path):
+    site = tmp_path / "site"
+    _install_entry_point(site, "harness-fixture-cutmix", "cutmix", "fixture_plugins.import_error")
+    _install_entry_point(site, "harness-fixture-centroid", "centroid", "fixture_plugins.centroid")
+    run = run_cli(*RUN, "centroid", "--out", str(tmp_path / "out"), env=_env(site, "cutmix", "centroid"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    warnings = [ln for ln in run.stderr.splitlines() if "cutmix" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("harness: warning: plugin 'cutmix': failed to load")
+    assert run.stderr.splitlines()[0] == warnings[0]
