@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.data import load_task
 from harness.errors import ConfigError
 from harness.evaluate import FinalSettings, run_seeds
-from harness.plugins import Registry
+from harness.plugins import Registry, plugin_distributions
 from harness.report.collect import META_KEY, collect_provenance, collect_rows
 from harness.report.provenance import gather, now
 from harness.report.tables import write_tables
@@ -147,7 +147,7 @@ def run_suite(
         + ("; `harness worker` processes joining a study sample with seeds of their own" if shared else ""),
         pruner=suite.pruner, budget={"trials": suite.trials, "seeds": suite.seeds, "epochs": suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
-        started_at=now(),
+        started_at=now(), plugins=plugin_distributions(registry),
     )
     outcomes: list[RowOutcome] = []
     with _Progress(console, progress) as bars:

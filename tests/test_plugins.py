@@ -302,3 +302,27 @@ def test_run_warns_once_at_the_top_about_a_broken_plugin_it_does_not_use(tmp_pat
     warnings = [ln for ln in run.stderr.splitlines() if "cutmix" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("harness: warning: plugin 'cutmix': failed to load")
     assert run.stderr.splitlines()[0] == warnings[0]
+
+
+def test_plugin_distributions_are_recorded_in_the_provenance(tmp_path):
+    from harness.plugins import plugin_distributions
+    from harness.report.provenance import gather
+    from harness.report.tables import provenance_markdown
+
+    site = tmp_path / "site"
+    _install_entry_point(site, "harness-fixture-centroid", "centroid", "fixture_plugins.centroid")
+    sys.path.insert(0, str(site))
+    try:
+        import importlib
+
+        importlib.invalidate_caches()
+        reg = load_plugins(modules=["fixture_plugins.duplicate"])
+    finally:
+        sys.path.remove(str(site))
+    dists = plugin_distributions(reg)
+    assert dists["centroid"] == "harness-fixture-centroid 0.1"
+    assert dists["supervised"].startswith("harness ")
+    assert dists["fixture_plugins.duplicate"] == "module fixture_plugins.duplicate"
+    prov = gather(plugins=dists)
+    assert prov["plugins"] == dists
+    assert "centroid (harness-fixture-centroid 0.1)" in provenance_markdown(prov)

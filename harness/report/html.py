@@ -238,6 +238,8 @@ def provenance_html(prov: dict[str, Any]) -> str:
                                                      "budget", "storage") if k in prov]
     if "versions" in prov:
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
+    if prov.get("plugins"):
+        rows.append(("plugins", ", ".join(f"{k} ({v})" for k, v in prov["plugins"].items())))
     rows.append(("ECE", ECE_DEFINITION))
     rows.append(("throughput", "train samples/s = examples processed by the training loop / fit wall time "
                                "(validation included); infer samples/s = test examples / evaluate wall time"))

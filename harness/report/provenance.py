@@ -59,8 +59,12 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def gather(**fields: Any) -> dict[str, Any]:
+def gather(plugins: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    """The provenance of a run. ``plugins``: ``{plugin name: "distribution version"}`` of the plugins
+    loaded (see :func:`harness.plugins.plugin_distributions`)."""
     device = fields.get("device")
+    if plugins is not None:
+        fields["plugins"] = dict(plugins)
     return {
         "command": " ".join(["harness", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("harness") else " ".join(sys.argv),
         "git_commit": git_commit(),

@@ -147,6 +147,8 @@ def provenance_markdown(prov: dict[str, Any]) -> str:
             lines.append(f"- **{key.replace('_', ' ')}**: `{prov[key]}`")
     if "versions" in prov:
         lines.append("- **versions**: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
+    if prov.get("plugins"):
+        lines.append("- **plugins**: " + ", ".join(f"{k} ({v})" for k, v in prov["plugins"].items()))
     for run in prov.get("earlier_runs", ()):
         lines.append(f"- **rows computed by an earlier run** ({', '.join(run['rows'])}): command `{run.get('command')}`, "
                      f"git commit `{run.get('git_commit')}`, finished at `{run.get('finished_at')}`")
