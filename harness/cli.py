@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the data sets plugins provide")
 
+    npl = sub.add_parser("new-plugin", help="write a pip-installable plugin package that passes --check as written")
+    npl.add_argument("name", help="the plugin's (and its method's) name: lower case, digits, underscores")
+    npl.add_argument("--dir", help="where to write it (default ./NAME)")
+
     run = sub.add_parser("run", help="tune each method on val, re-train the best over seeds, score test")
     run.add_argument("methods", nargs="*", help="method names or patterns (erm 'sk*'); omit with --suite")
     run.add_argument("--suite", help="a suite YAML file (methods × data sets × budgets)")
@@ -223,6 +227,14 @@ def _describe(dist) -> str:
         return "{" + ", ".join(map(str, dist.choices)) + "}"
     log = " log" if getattr(dist, "log", False) else ""
     return f"[{dist.low:g}, {dist.high:g}]{log}"
+
+
+def _cmd_new_plugin(args, registry, console) -> int:
+    from harness.scaffold import new_plugin
+
+    root = new_plugin(args.name, Path(args.dir) if args.dir else None)
+    console.print(f"wrote {root}: pip install {root} && harness plugins --check {args.name}", highlight=False)
+    return 0
 
 
 def _cmd_datasets(args, registry, console) -> int:
@@ -402,7 +414,7 @@ def _cmd_bench(args, registry, console) -> int:
 
 
 COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
-            "worker": _cmd_worker, "bench": _cmd_bench}
+            "worker": _cmd_worker, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if args.command == "new-plugin":  # writes files; needs no plugin
+            return COMMANDS[args.command](args, None, console)
         from harness.plugins import load_plugins
 
         registry = load_plugins(modules=args.plugin)

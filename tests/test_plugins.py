@@ -153,16 +153,31 @@ def test_conformance_check_passes_a_good_plugin_and_names_problems_of_a_bad_one(
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
-    """pip-install the example third-party package into a private target folder (no network)."""
+    """pip-install both example third-party packages into a private target folder (no network)."""
     target = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(REPO / "examples" / "harness-lda")],
+         "--target", str(target), str(REPO / "examples" / "harness-lda"), str(REPO / "examples" / "harness-focal")],
         capture_output=True, text=True, timeout=300,
     )
     if proc.returncode != 0:
-        pytest.fail(f"pip could not install the example plugin: {proc.stderr[-2000:]}")
+        pytest.fail(f"pip could not install the example plugins: {proc.stderr[-2000:]}")
     return target
+
+
+def test_installed_deep_learning_example_passes_the_check_and_runs(installed_example, tmp_path):
+    import pandas as pd
+
+    env = harness_env(HARNESS_PLUGINS="datasets,focal")
+    env["PYTHONPATH"] = f"{installed_example}:{env['PYTHONPATH']}"
+    check = run_cli("--threads", "1", "plugins", "--check", "focal", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok focal on digits (plugin 'focal')" in check.stdout and "ok focal on iris" in check.stdout
+    run = run_cli("--threads", "1", "run", "focal", "--dataset", "digits", "--dataset", "iris", "--trials", "1",
+                  "--seeds", "1", "--epochs", "3", "--no-progress", "--out", str(tmp_path / "out"), env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = pd.read_csv(tmp_path / "out" / "per_seed.csv")
+    assert set(rows.dataset) == {"digits", "iris"} and (rows.status == "ok").all()
 
 
 def test_installed_third_party_plugin_is_listed_and_runs(installed_example, tmp_path):
@@ -326,3 +341,27 @@ def test_plugin_distributions_are_recorded_in_the_provenance(tmp_path):
     prov = gather(plugins=dists)
     assert prov["plugins"] == dists
     assert "centroid (harness-fixture-centroid 0.1)" in provenance_markdown(prov)
+
+
+def test_new_plugin_writes_a_package_that_installs_and_passes_the_check_and_its_test(tmp_path):
+    made = run_cli("new-plugin", "demo", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    target = tmp_path / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    env = harness_env(HARNESS_PLUGINS="datasets,demo")
+    env["PYTHONPATH"] = f"{target}:{env['PYTHONPATH']}"
+    check = run_cli("--threads", "1", "plugins", "--check", "demo", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok demo on digits" in check.stdout and "ok demo on iris" in check.stdout
+    own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "demo" / "tests")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert own.returncode == 0, own.stdout[-3000:] + own.stderr[-2000:]
+    again = run_cli("new-plugin", "demo", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("harness: error:") and "not empty" in again.stderr
+    bad = run_cli("new-plugin", "Demo-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "lower case" in bad.stderr
