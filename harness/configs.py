@@ -59,7 +59,7 @@ def _unstorable(value: Any) -> str | None:
     kind = type(value)
     module = kind.__module__.split(".")[0]
     name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-    return f"{name} ({value})"
+    return f"{name} ({str(value)})"
 
 
 def defaults_for(info: MethodInfo, task: Task) -> dict[str, Any]:
