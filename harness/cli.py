@@ -339,7 +339,7 @@ def _cmd_run(args, registry, console) -> int:
     owners = {row.name: registry.methods[row.method].plugin for row in suite.all_rows() if row.method in registry.methods}
     for o in failed:
         plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
-        print(f"harness: error: {o.dataset} · {o.row}{plugin}: {o.detail}", file=sys.stderr)
+        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}", file=sys.stderr)
     return EXIT_USAGE if failed else 0
 
 

@@ -299,7 +299,7 @@ def test_a_broken_plugin_is_named_by_plugins_check_and_run(name, module, method,
         assert f"plugin '{name}'" in errors[0]
         assert not out.exists()  # refused before any work
         return
-    assert f"iris · {method} (plugin '{name}')" in errors[0]
+    assert errors[0].startswith(f"harness: error: iris · {method}: ") and errors[0].endswith(f"(plugin '{name}')")
     rows = pd.read_csv(out / "per_seed.csv")
     assert (rows.loc[rows.method == method, "status"] == "FAIL").all()
     mine = rows[rows.method == "centroid"].reset_index(drop=True)
