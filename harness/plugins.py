@@ -115,8 +115,7 @@ class _NamingTrial:
             try:
                 return attr(param, *args, **kwargs)
             except ValueError as exc:
-                raise ConfigError(f"{self._method}: parameter {param!r} on {'an' if self._kind[:1] in 'aeiou' else 'a'} "
-                                  f"{self._kind} task: "
+                raise ConfigError(f"{self._method}: parameter {param!r} ({self._kind} task): "
                                   f"{_one_line(str(exc))}") from None
 
         return suggest
