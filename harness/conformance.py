@@ -124,7 +124,7 @@ def _sample(method: Method, task: Task) -> list[dict[str, Any]]:
             configs.append(method.search_space(trial, task))
         except Exception as exc:
             raise _Failed(f"harness_search_space, sample {i + 1} on the {task.kind} task {task.name}: "
-                          f"{failure_reason(exc)}") from None
+                          f"{_reason(method, exc)}") from None
         study.tell(trial, 0.0)
     return configs
 
@@ -138,7 +138,7 @@ def _defaults(method: Method, task: Task, report: CheckReport) -> dict[str, Any]
         trial = DefaultsTrial(defaults, method.name, task.kind)
         config = method.search_space(trial, task)
     except Exception as exc:
-        raise _Failed(failure_reason(exc)) from None
+        raise _Failed(_reason(method, exc)) from None
     unused = sorted(set(defaults) - trial.used)
     if unused:
         report.notes.append(f"warning: MethodInfo.defaults for the {task.kind} task {task.name} sets {', '.join(unused)}, which "
@@ -147,13 +147,19 @@ def _defaults(method: Method, task: Task, report: CheckReport) -> dict[str, Any]
     return config
 
 
+def _reason(method: Method, exc: BaseException) -> str:
+    """The failure in one line, without the method's name (the report line names it)."""
+    reason = failure_reason(exc)
+    return reason.removeprefix(f"{method.name}: ")
+
+
 def _fit_and_score(method: Method, task: Task, config: dict[str, Any], ctx: FitContext) -> dict[str, float]:
     """Fit on the task without its test split, then score the val and the test split (labels hidden)
     with the core's probability checks: what a tuning trial and a seed re-run do."""
     try:
         fitted = method.fit(task.without_test(), config, ctx)
     except Exception as exc:
-        raise _Failed(f"harness_fit raised {failure_reason(exc)}") from None
+        raise _Failed(f"harness_fit: {_reason(method, exc)}") from None
     scores = {}
     for split_name in ("val", "test"):
         split = getattr(task, split_name)
@@ -161,6 +167,6 @@ def _fit_and_score(method: Method, task: Task, config: dict[str, Any], ctx: FitC
             probs = method.evaluate(fitted, split.without_labels(), ctx)
             probs = check_probabilities(probs, len(split), task.num_classes, method.name)
         except Exception as exc:
-            raise _Failed(f"harness_evaluate on {split_name}: {failure_reason(exc)}") from None
+            raise _Failed(f"harness_evaluate on {split_name}: {_reason(method, exc)}") from None
         scores[split_name] = accuracy(probs, split.y)
     return scores
