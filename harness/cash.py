@@ -20,6 +20,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from harness import records
+from harness.configs import defaults_for
 from harness.info import MethodInfo
 from harness.plugins import Method, Registry
 from harness.records import val_accuracy
@@ -57,8 +58,8 @@ class CashMethod:
     def default_trials(self, task, pinned: dict[str, Any]) -> list[dict[str, Any]]:
         """Each method's default configuration as a first trial, so every method is tried once
         at its paper settings before the sampler takes over."""
-        return [{"method": n, **{f"{n}:{k}": v for k, v in self.methods[n].info.defaults.items() if k not in pinned}}
-                for n in self.candidates(task) if self.methods[n].info.defaults]
+        defaults = {n: defaults_for(self.methods[n].info, task) for n in self.candidates(task)}
+        return [{"method": n, **{f"{n}:{k}": v for k, v in d.items() if k not in pinned}} for n, d in defaults.items() if d]
 
     def candidates(self, task) -> list[str]:
         return [n for n, m in self.methods.items() if task.kind in m.info.kinds]

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the data sets plugins provide")
 
+    npl = sub.add_parser("new-plugin", help="write a pip-installable plugin package that passes --check as written")
+    npl.add_argument("name", help="the plugin's (and its method's) name: lower case, digits, underscores")
+    npl.add_argument("--dir", help="where to write it (default ./NAME)")
+
     run = sub.add_parser("run", help="tune each method on val, re-train the best over seeds, score test")
     run.add_argument("methods", nargs="*", help="method names or patterns (erm 'sk*'); omit with --suite")
     run.add_argument("--suite", help="a suite YAML file (methods × data sets × budgets)")
@@ -111,63 +115,81 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_plugins(args, registry, console) -> int:
+    """List plugins (problems first; exit 1 when there is any), or check one (exit 1 when it fails)."""
     from rich.table import Table
 
-    from harness.conformance import check_plugin
-
     if args.check:
+        from harness.conformance import check_plugin
+
         reports = check_plugin(registry, args.check)
+        for prob in registry.problems:  # another plugin's problem can explain a surprise here
+            console.print(f"[yellow]warning[/yellow] {prob}", highlight=False)
         bad = 0
         for r in reports:
             mark = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
-            console.print(f"{mark} {r.method} on {r.task}")
+            console.print(f"{mark} {r.method} on {r.task}" + (f" (plugin {r.plugin!r})" if r.plugin else ""))
             for prob in r.problems:
-                console.print(f"   [red]problem[/red]: {prob}", markup=True, highlight=False)
+                console.print(f"   [red]problem[/red]: plugin {r.plugin!r}, method {r.method!r}: {prob}",
+                              markup=True, highlight=False)
             for note in r.notes:
                 console.print(f"   {note}", markup=False, highlight=False)
             bad += not r.ok
         return 1 if bad else 0
-    spaces = _search_spaces(registry)
+    spaces, sampling = _search_spaces(registry)
+    problems = [str(p) for p in registry.problems] + sampling
     if args.json:
         data = {
-            "plugins": [vars(rec) for rec in registry.plugins.values()],
+            "problems": problems,
+            "plugins": [{**vars(rec), "distribution": registry.distributions.get(rec.name)}
+                        for rec in registry.plugins.values()],
+            "broken": {name: str(p) for name, p in registry.broken.items()},
             "methods": {n: {"plugin": m.plugin, "kinds": list(m.info.kinds), "description": m.info.description,
-                            "citation": m.info.citation, "search_space": spaces.get(n)}
+                            "citation": m.info.citation, "search_space": spaces.get(n),
+                            "replaces": registry.plugins[m.plugin].replaces.get(n)}
                         for n, m in registry.methods.items()},
-            "problems": [str(p) for p in registry.problems],
         }
         print(json.dumps(data, indent=2, default=str))
-        return 0
+        return 1 if problems else 0
+    for prob in problems:
+        console.print(f"[red]problem[/red] {prob}", highlight=False)
     table = Table(title="plugins")
     for col in ("plugin", "source", "methods", "data sets", "hooks"):
         table.add_column(col)
     for rec in registry.plugins.values():
         table.add_row(rec.name, rec.source, ", ".join(rec.methods), ", ".join(rec.datasets),
                       ", ".join(h.replace("harness_", "") for h in rec.hooks))
+    for name, prob in registry.broken.items():
+        table.add_row(name, "[red]failed to load[/red]", "", "", "")
     console.print(table)
     mt = Table(title="methods")
     for col in ("method", "plugin", "kinds", "search space", "description"):
         mt.add_column(col)
     for name, m in registry.methods.items():
-        mt.add_row(name, m.plugin, ", ".join(m.info.kinds), spaces.get(name, ""), m.info.description)
+        replaced = registry.plugins[m.plugin].replaces.get(name)
+        owner = m.plugin + (f" (replaces built-in {replaced!r})" if replaced else "")
+        mt.add_row(name, owner, ", ".join(m.info.kinds), spaces.get(name, ""), m.info.description)
     console.print(mt)
-    for prob in registry.problems:
-        console.print(f"[red]problem[/red] {prob}", highlight=False)
-    return 0
+    if problems:
+        console.print(f"{len(problems)} problem(s), listed at the top", highlight=False)
+    return 1 if problems else 0
 
 
-def _search_spaces(registry) -> dict[str, str]:
-    """Each method's space as ``name: distribution`` from a few random samples on a tiny task."""
+def _search_spaces(registry) -> tuple[dict[str, str], list[str]]:
+    """Each method's space as ``name: distribution`` from a few random samples on a tiny task, and a
+    line for each method whose space fails to sample or returns what the storage cannot hold."""
     import optuna
 
+    from harness.configs import default_config, defaults_for
     from harness.conformance import TINY
     from harness.data import load_task
     from harness.errors import failure_reason
 
     out: dict[str, str] = {}
+    problems: list[str] = []
     tasks: dict[str, Any] = {}
     for name, method in registry.methods.items():
-        kind = next((k for k in method.info.kinds if k in TINY), None)
+        kinds = [k for k in method.info.kinds if TINY.get(k) in registry.datasets]
+        kind = kinds[0] if kinds else None
         if kind is None:
             out[name] = f"(needs a {'/'.join(method.info.kinds)} task to sample)"
             continue
@@ -182,10 +204,21 @@ def _search_spaces(registry) -> dict[str, str]:
                 dists.update(trial.distributions)
                 study.tell(trial, 0.0)
         except Exception as exc:
-            out[name] = f"(fails to sample: {failure_reason(exc)})"
+            out[name] = "(fails to sample; see the problems)"
+            problems.append(f"plugin {method.plugin!r}: method {name!r}: search space on a {kind} task: "
+                            f"{failure_reason(exc)}")
             continue
         out[name] = "; ".join(f"{k}: {_describe(d)}" for k, d in dists.items())
-    return out
+        for kind in kinds:  # defaults may fit one kind and not another
+            try:
+                if kind not in tasks:
+                    tasks[kind] = load_task(registry, TINY[kind]).without_test()
+                if defaults_for(method.info, tasks[kind]):
+                    default_config(method, tasks[kind])
+            except Exception as exc:
+                problems.append(f"plugin {method.plugin!r}: method {name!r}: {failure_reason(exc)}")
+                break
+    return out, problems
 
 
 def _describe(dist) -> str:
@@ -195,6 +228,14 @@ def _describe(dist) -> str:
         return "{" + ", ".join(map(str, dist.choices)) + "}"
     log = " log" if getattr(dist, "log", False) else ""
     return f"[{dist.low:g}, {dist.high:g}]{log}"
+
+
+def _cmd_new_plugin(args, registry, console) -> int:
+    from harness.scaffold import new_plugin
+
+    root = new_plugin(args.name, Path(args.dir) if args.dir else None)
+    console.print(f"wrote {root}: pip install {root} && harness plugins --check {args.name}", highlight=False)
+    return 0
 
 
 def _cmd_datasets(args, registry, console) -> int:
@@ -266,7 +307,9 @@ def _suite_from_args(args, registry):
 def _cmd_run(args, registry, console) -> int:
     from harness.runner import run_suite
 
-    suite = _suite_from_args(args, registry)
+    suite = _suite_from_args(args, registry)  # a broken plugin this run uses is an error here
+    for prob in registry.problems:  # the others: once, before any work
+        print(f"harness: warning: {prob}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / suite.name
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
@@ -282,8 +325,10 @@ def _cmd_run(args, registry, console) -> int:
         if o.status == "skipped":
             console.print(f"skipped {o.dataset} · {o.row}: {o.detail}", highlight=False)
     failed = [o for o in result.outcomes if o.status in ("FAIL", "partial")]
+    owners = {row.name: registry.methods[row.method].plugin for row in suite.all_rows() if row.method in registry.methods}
     for o in failed:
-        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}", file=sys.stderr)
+        plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
+        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}", file=sys.stderr)
     return EXIT_USAGE if failed else 0
 
 
@@ -357,7 +402,7 @@ def _cmd_bench(args, registry, console) -> int:
 
 
 COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
-            "worker": _cmd_worker, "bench": _cmd_bench}
+            "worker": _cmd_worker, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if args.command == "new-plugin":  # writes files; needs no plugin
+            return COMMANDS[args.command](args, None, console)
         from harness.plugins import load_plugins
 
         registry = load_plugins(modules=args.plugin)

@@ -1,26 +1,39 @@
-"""``harness plugins --check NAME``: run a plugin's methods through the hooks on a tiny task and
-say exactly what is wrong. The test a plugin author runs before publishing."""
+"""``harness plugins --check NAME``: put a plugin's methods through everything a run does to them, on
+a tiny task of every kind they declare, and say exactly what is wrong. The test a plugin author runs
+before publishing.
+
+For each method and kind: several sampled configurations, each held exactly as the study storage
+holds it; the defaults resolved for that kind and checked against the search space; one fit on the
+task without its test split (the first trial's configuration: the defaults where there are any);
+evaluation on the val split and on the test split, labels hidden, with the core's probability checks.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 import torch
 
+from harness.configs import DefaultsTrial, defaults_for
+from harness.context import FitContext
 from harness.data import load_task
-from harness.errors import ConfigError, failure_reason
+from harness.errors import ConfigError, PluginError, failure_reason
 from harness.metrics import accuracy
 from harness.phases import PhaseSettings, fit, predict
-from harness.plugins import Registry
+from harness.plugins import Method, Registry
+from harness.task import Task
 
 TINY = {"image": "digits", "tabular": "iris", "graph": "cora"}
+SAMPLES = 4  # configurations sampled per method and kind
 
 
 @dataclass
 class CheckReport:
     method: str
     task: str
+    plugin: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -29,68 +42,129 @@ class CheckReport:
         return not self.problems
 
 
-def check_plugin(registry: Registry, plugin: str, epochs: int = 2, device: str = "cpu") -> list[CheckReport]:
-    """Check every method of ``plugin`` on a tiny task of each kind it supports."""
-    if plugin not in registry.plugins:
-        owner = registry.methods.get(plugin)
-        if owner is None:
-            known = ", ".join(sorted(registry.plugins))
-            raise ConfigError(f"no plugin or method named {plugin!r} (plugins: {known})")
-        names = [plugin]
-    else:
-        names = registry.plugins[plugin].methods
-        if not names:
-            return [CheckReport("-", "-", problems=["the plugin provides no method (harness_methods returned none)"])]
+class _Failed(Exception):
+    """One stage of the check failed; the message says which and why."""
+
+
+def methods_to_check(registry: Registry, name: str) -> list[Method]:
+    """The methods ``--check NAME`` covers: a plugin's, or one method. A plugin that failed to load,
+    or a method name two plugins claim, is a :class:`PluginError` naming both sides."""
+    if name in registry.broken:
+        raise PluginError(str(registry.broken[name]))
+    if name in registry.unusable:
+        raise PluginError(str(registry.unusable[name]))
+    if name in registry.plugins:
+        clash = next((p for p in registry.unusable.values() if name == p.plugin or name in p.also), None)
+        if clash is not None:
+            raise PluginError(str(clash))
+        return [registry.methods[m] for m in registry.plugins[name].methods]
+    if name in registry.methods:
+        return [registry.methods[name]]
+    known = ", ".join(sorted(registry.plugins))
+    hint = "".join(f"; {p}" for p in registry.broken.values())
+    raise ConfigError(f"no plugin or method named {name!r} (plugins: {known}){hint}")
+
+
+def check_plugin(registry: Registry, name: str, epochs: int = 2, device: str = "cpu") -> list[CheckReport]:
+    """Check every method of plugin ``name`` (or the one method ``name``) on a tiny task of each kind
+    it declares."""
+    methods = methods_to_check(registry, name)
+    if not methods:
+        return [CheckReport("-", "-", name, problems=["the plugin provides no method (harness_methods returned none)"])]
+    tasks: dict[str, Task] = {}
     reports = []
-    for name in names:
-        method = registry.methods[name]
-        kinds = [k for k in method.info.kinds if k in TINY] or list(method.info.kinds[:1])
-        for kind in kinds:
-            reports.append(_check_one(registry, method, kind, epochs, torch.device(device)))
+    for method in methods:
+        for kind in method.info.kinds:
+            if TINY.get(kind) not in registry.datasets:
+                reports.append(CheckReport(method.name, kind, method.plugin,
+                                           notes=[f"no tiny {kind} task loaded to check on; skipped"]))
+                continue
+            if kind not in tasks:
+                tasks[kind] = load_task(registry, TINY[kind], device=torch.device(device))
+            reports.append(_check_one(method, tasks[kind], epochs, torch.device(device)))
     return reports
 
 
-def _check_one(registry, method, kind, epochs, device) -> CheckReport:
-    ds = TINY.get(kind)
-    report = CheckReport(method.name, ds or kind)
-    if ds is None:
-        report.notes.append(f"no tiny {kind} task to check on; skipped")
+def _check_one(method: Method, task: Task, epochs: int, device: torch.device) -> CheckReport:
+    report = CheckReport(method.name, task.name, method.plugin)
+    plugin_task = task.without_test()
+    try:
+        configs = _sample(method, plugin_task)
+        report.notes.append(f"{len(configs)} sampled configurations are storable, e.g. {configs[0]}")
+        config = _defaults(method, plugin_task, report) or configs[0]
+        reports: list[float] = []
+        ctx = PhaseSettings(epochs=epochs, device=device, amp=False).context(
+            0, "tune", reporter=lambda step, value: reports.append(value))
+        scores = _fit_and_score(method, task, config, ctx)
+    except _Failed as exc:
+        report.problems.append(str(exc))
         return report
-    task = load_task(registry, ds, device=device)
+    for split_name, acc in scores.items():
+        report.notes.append(f"{split_name} accuracy after {epochs} epoch(s): {acc:.3f}")
+    chance = 1.0 / task.num_classes
+    if not math.isfinite(scores["test"]) or scores["test"] <= chance:
+        report.notes.append(f"warning: test accuracy {scores['test']:.3f} is not above chance ({chance:.3f}) "
+                            "with this tiny budget")
+    if ctx.samples_seen == 0:
+        report.notes.append("warning: ctx.samples_seen stayed 0, so the train-throughput column will be empty "
+                            "(train with harness.toolkit.train.train or add to ctx.samples_seen)")
+    if not reports:
+        report.notes.append("note: ctx.report was never called, so the pruner cannot stop a poor trial early")
+    return report
+
+
+def _sample(method: Method, task: Task) -> list[dict[str, Any]]:
+    """Configurations as a tuning study samples them, each as the storage will hold it."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    for attempt in range(3):
+    configs = []
+    for i in range(SAMPLES):
         trial = study.ask()
         try:
-            config = method.search_space(trial, task.without_test())
+            configs.append(method.search_space(trial, task))
         except Exception as exc:
-            report.problems.append(f"search space failed to sample: {failure_reason(exc)}")
-            return report
+            raise _Failed(f"harness_search_space, sample {i + 1} on the {task.kind} task {task.name}: "
+                          f"{_reason(method, exc)}") from None
         study.tell(trial, 0.0)
-    report.notes.append(f"search space samples, e.g. {config}")
-    if method.info.defaults:
-        try:
-            method.search_space(optuna.trial.FixedTrial(method.info.defaults), task.without_test())
-        except Exception as exc:
-            report.problems.append(f"MethodInfo.defaults do not cover the search space: {failure_reason(exc)}")
-    ctx = PhaseSettings(epochs=epochs, device=device, amp=False).context(0, "tune")
+    return configs
+
+
+def _defaults(method: Method, task: Task, report: CheckReport) -> dict[str, Any] | None:
+    """The configuration the defaults give for this task kind, as the first trial of a run uses it."""
+    try:
+        defaults = defaults_for(method.info, task)
+        if not defaults:
+            return None
+        trial = DefaultsTrial(defaults, method.name, task.kind)
+        config = method.search_space(trial, task)
+    except Exception as exc:
+        raise _Failed(_reason(method, exc)) from None
+    unused = sorted(set(defaults) - trial.used)
+    if unused:
+        report.notes.append(f"warning: MethodInfo.defaults for the {task.kind} task {task.name} sets {', '.join(unused)}, which "
+                            "its search space never asks for (defaults hold Optuna parameter names)")
+    report.notes.append(f"defaults give {config}")
+    return config
+
+
+def _reason(method: Method, exc: BaseException) -> str:
+    """The failure in one line, without the method's name (the report line names it)."""
+    reason = failure_reason(exc)
+    return reason.removeprefix(f"{method.name}: ")
+
+
+def _fit_and_score(method: Method, task: Task, config: dict[str, Any], ctx: FitContext) -> dict[str, float]:
+    """Fit on the task without its test split, then score the val and the test split (labels hidden)
+    with the core's one fit → predict → check routine: what a tuning trial and a seed re-run do."""
     try:
         fitted = fit(method, task.without_test(), config, ctx)
     except Exception as exc:
-        report.problems.append(f"harness_fit raised {failure_reason(exc)}")
-        return report
+        raise _Failed(f"harness_fit: {_reason(method, exc)}") from None
+    scores = {}
     for split_name in ("val", "test"):
         split = getattr(task, split_name)
         try:
             probs = predict(fitted, split, task.num_classes)[0].probs
         except Exception as exc:
-            report.problems.append(f"harness_evaluate on {split_name}: {failure_reason(exc)}")
-            return report
-        acc = accuracy(probs, split.y)
-        report.notes.append(f"{split_name} accuracy after {epochs} epoch(s): {acc:.3f}")
-    chance = 1.0 / task.num_classes
-    if not math.isfinite(acc) or acc <= chance:
-        report.notes.append(f"warning: test accuracy {acc:.3f} is not above chance ({chance:.3f}) with this tiny budget")
-    if ctx.samples_seen == 0:
-        report.notes.append("warning: ctx.samples_seen stayed 0, so the train-throughput column will be empty "
-                            "(train with harness.train.train or add to ctx.samples_seen)")
-    return report
+            raise _Failed(f"harness_evaluate on {split_name}: {_reason(method, exc)}") from None
+        scores[split_name] = accuracy(probs, split.y)
+    return scores

@@ -50,8 +50,10 @@ def harness_methods() -> list[MethodInfo]:
     """Describe the methods this plugin provides.
 
     Called once when plugins load. Return a list of :class:`harness.info.MethodInfo`; one plugin may
-    provide several methods. A method name that another plugin already provides is reported as a
-    problem (``harness plugins`` shows it) and the first plugin keeps the name.
+    provide several methods. A method name that another plugin also declares can run nowhere: using it
+    (``harness run``, ``harness plugins --check``) is an error naming both plugins. To take over a
+    built-in method on purpose, declare ``MethodInfo(name, ..., replaces=name)``; only a built-in
+    can be replaced, and ``harness plugins`` shows the replacement.
     """
 
 
@@ -85,9 +87,12 @@ def harness_search_space(method: str, trial: optuna.Trial, task: Task) -> dict[s
 
     Called at the start of every tuning trial. Use ``trial.suggest_*``; spaces may be conditional
     (sample ``momentum`` only when the optimiser is SGD). Values the user pinned in the suite come
-    back from ``suggest_*`` unchanged. Return the full configuration as a flat dict of
-    JSON-serialisable values: it is stored with the trial and passed to ``harness_fit`` as is.
-    ``task.test`` is ``None``.
+    back from ``suggest_*`` unchanged. Return the full configuration as a flat dict of plain Python
+    values (``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts of them): it is stored as
+    JSON with the trial and passed to ``harness_fit`` as the storage holds it. A value JSON cannot hold
+    (``np.float32``, ``torch.device``) is an error naming its key. The names given to ``suggest_*``
+    are Optuna parameters, which ``MethodInfo.defaults`` sets; the returned keys are config keys.
+    ``task.test`` is withheld (``task.has_test`` is ``False``).
     """
 
 
@@ -95,7 +100,8 @@ def harness_search_space(method: str, trial: optuna.Trial, task: Task) -> dict[s
 def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
     """Train ``method`` with ``config`` on ``task`` and return the fitted state.
 
-    ``task.test`` is always ``None``: train on ``task.train`` (and ``task.unlabeled`` for
+    The test split is withheld: ``task.has_test`` is ``False`` and any use of ``task.test`` raises an
+    error that says so. Train on ``task.train`` (and ``task.unlabeled`` for
     semi-supervised methods); ``task.val`` may be used for early stopping and for
     ``ctx.report(epoch, val_accuracy)``, which prunes unpromising trials by raising
     ``optuna.TrialPruned`` (let it propagate). Build the loop from :mod:`harness.toolkit.train` so that AMP,

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from harness.task import Task
+
+Defaults = Union[dict[str, Any], Callable[["Task"], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -12,16 +17,29 @@ class MethodInfo:
     """A method a plugin provides.
 
     ``kinds``: the task kinds it can run on (``"image"``, ``"tabular"``, ``"graph"``).
-    ``defaults``: a complete configuration (every value its search space samples) that the core
-    tries as the first trial of every study, and uses alone when tuning is switched off. Put the
-    paper's configuration here.
+
+    ``defaults``: the paper's setting, as a value for every *Optuna parameter* the search space
+    suggests (the names passed to ``trial.suggest_*``), not as config keys (what the search space
+    returns; the two differ where a space derives keys from parameters). The core enqueues them as
+    the first trial of every study and uses them alone when tuning is switched off. Where the space
+    depends on the task, give a callable ``defaults(task) -> dict``::
+
+        defaults=lambda task: {"model": "cnn" if task.kind == "image" else "mlp", "lr": 1e-3}
+
+    ``harness plugins --check`` validates the defaults on a task of every declared kind;
+    :func:`harness.configs.defaults_for` resolves them for one task.
+
+    ``replaces``: set to the method's own name to take over a built-in method of that name on
+    purpose (``MethodInfo("erm", ..., replaces="erm")``); any other clash of method names is an
+    error. ``harness plugins`` shows which built-in a method replaces.
     """
 
     name: str
     kinds: tuple[str, ...]
     description: str
     citation: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults: Defaults = field(default_factory=dict)
+    replaces: str | None = None
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 Built-in plugins and third-party ones arrive the same way, through the entry-point group
 ``harness_automl``; ``--plugin module.path`` adds a module that is not installed. A plugin that fails to
-import, implements a hook with a wrong signature or an unknown ``harness_*`` name, or claims a
-method name that is taken, is recorded as a :class:`Problem` and skipped; the others still load.
+import, or implements a hook with a wrong signature or an unknown ``harness_*`` name, is recorded as
+a :class:`Problem` and skipped; the others still load, and any use of the broken plugin's name
+raises an error that names its module and exception. Two plugins declaring the same method name
+make that name unusable (an error naming both) unless the second overrides a built-in on purpose
+with ``MethodInfo(..., replaces=NAME)``.
 Metrics from ``harness_metrics`` join :mod:`harness.metrics`' registry the same way: a name that
 is taken is a problem, and the metric is skipped.
 
@@ -26,6 +29,7 @@ import torch
 
 from harness import hookspecs
 from harness import metrics as metric_registry
+from harness.configs import check_serialisable
 from harness.errors import ConfigError, PluginError, PluginOutputError, UnknownMethodError
 from harness.info import DatasetInfo, MethodInfo
 from harness.metrics import Metric
@@ -46,12 +50,21 @@ class PluginRecord:
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    replaces: dict[str, str] = field(default_factory=dict)  # method name -> the built-in plugin it overrides
+
+    @property
+    def builtin(self) -> bool:
+        return self.source == "built-in"
 
 
 @dataclass
 class Problem:
+    """Something wrong with a plugin, in one line. ``method`` is set when only that method is affected."""
+
     plugin: str
     message: str
+    method: str | None = None
+    also: tuple[str, ...] = ()  # other plugins involved (the first declarer of a clashing name)
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r}: {self.message}"
@@ -78,12 +91,13 @@ class Method:
         return result
 
     def search_space(self, trial, task) -> dict[str, Any]:
-        config = self._call("harness_search_space", trial=trial, task=task)
+        """One configuration, exactly as the study storage will hold it (see :func:`check_serialisable`)."""
+        config = self._call("harness_search_space", trial=_NamingTrial(trial, self.name, task.kind), task=task)
         if not isinstance(config, dict):
             raise PluginOutputError(
                 f"harness_search_space for {self.name!r} returned {type(config).__name__}, not a dict"
             )
-        return config
+        return check_serialisable(config, self.name)
 
     def fit(self, task, config, ctx) -> Any:
         return self._call("harness_fit", task=task, config=config, ctx=ctx)
@@ -98,6 +112,29 @@ class Method:
         return check_probabilities(self.predict(fitted, split, ctx).probs, len(split), None, self.name)
 
 
+class _NamingTrial:
+    """A trial whose ``suggest_*`` errors name the parameter and the task kind: Optuna's own message
+    for a fixed or enqueued value outside the space is only ``'cnn' not in ('mlp',)``."""
+
+    def __init__(self, trial, method: str, kind: str):
+        self._trial, self._method, self._kind = trial, method, kind
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(param: str, *args, **kwargs):
+            try:
+                return attr(param, *args, **kwargs)
+            except ValueError as exc:
+                raise ConfigError(f"{self._method}: parameter {param!r} ({self._kind} task): "
+                                  f"{_one_line(str(exc))}") from None
+
+        return suggest
+
+
+
 class Registry:
     """Every loaded plugin with the methods and data sets it provides."""
 
@@ -108,25 +145,35 @@ class Registry:
         self.methods: dict[str, Method] = {}
         self.datasets: dict[str, tuple[DatasetInfo, str]] = {}
         self.metrics: dict[str, tuple[Metric, str]] = {}
+        self.broken: dict[str, Problem] = {}  # plugin name -> why it did not load
+        self.unusable: dict[str, Problem] = {}  # method name -> why it cannot run (a clash, missing hooks)
+        self.distributions: dict[str, str] = {}  # plugin name -> "dist version" or "module path"
 
     # -- loading --------------------------------------------------------------------------
+    def fail(self, name: str, message: str) -> None:
+        """Record that plugin ``name`` did not load."""
+        problem = Problem(name, message)
+        self.problems.append(problem)
+        self.broken.setdefault(name, problem)
+
     def add(self, plugin: object, name: str, source: str) -> bool:
         """Register one plugin; on a contract violation record a problem and leave it out."""
         if self.pm.has_plugin(name):
             self.problems.append(Problem(name, "a plugin of this name is already loaded; skipped"))
             return False
+        module = getattr(plugin, "__name__", type(plugin).__name__)
         unknown = [
             attr for attr in dir(plugin)
             if attr.startswith("harness_") and callable(getattr(plugin, attr))
             and not hasattr(self.pm.hook, attr)
         ]
         if unknown:
-            self.problems.append(Problem(name, f"implements unknown hook(s) {', '.join(unknown)}"))
+            self.fail(name, f"module {module} implements unknown hook(s) {', '.join(unknown)}")
             return False
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            self.problems.append(Problem(name, _one_line(str(exc))))
+            self.fail(name, f"module {module}: {_one_line(str(exc))}")
             return False
         hooks = sorted(impl_hook for impl_hook in dir(plugin) if hasattr(self.pm.hook, impl_hook)
                        and getattr(getattr(plugin, impl_hook), "harness_impl", None) is not None)
@@ -142,7 +189,8 @@ class Registry:
             infos = plugin.harness_methods() if hasattr(plugin, "harness_methods") else []
             datasets = plugin.harness_datasets() if hasattr(plugin, "harness_datasets") else []
         except Exception as exc:  # a plugin's description hook is third-party code
-            self.problems.append(Problem(name, f"raised while describing itself: {_one_line(repr(exc))}"))
+            module = getattr(plugin, "__name__", type(plugin).__name__)
+            self.fail(name, f"module {module} raised while describing itself: {_exception(exc)}")
             self.pm.unregister(name=name)
             del self.plugins[name]
             return
@@ -152,14 +200,27 @@ class Registry:
                 continue
             missing = [h for h in METHOD_HOOKS if h not in record.hooks]
             if missing:
-                self.problems.append(Problem(name, f"method {info.name!r} lacks {', '.join(missing)}"))
+                self._unusable(Problem(name, f"method {info.name!r} lacks {', '.join(missing)}", info.name))
+                continue
+            if info.replaces is not None and info.replaces != info.name:
+                self._unusable(Problem(name, f"method {info.name!r} sets replaces={info.replaces!r}; replaces "
+                                             "names the built-in method this one takes over, so it must be "
+                                             f"{info.name!r}", info.name))
+                continue
+            if info.name in self.unusable and self.unusable[info.name].plugin != name:
+                first = self.unusable[info.name]
+                again = Problem(first.plugin, f"{first.message}; also declared by plugin {name!r}", info.name,
+                                (*first.also, name))
+                self.unusable[info.name] = self.problems[self.problems.index(first)] = again
                 continue
             if info.name in self.methods:
-                owner = self.methods[info.name].plugin
-                self.problems.append(
-                    Problem(name, f"method {info.name!r} is already provided by plugin {owner!r}; skipped")
-                )
-                continue
+                owner = self.plugins[self.methods[info.name].plugin]
+                if info.replaces == info.name and owner.builtin and info.name not in owner.replaces:
+                    owner.methods.remove(info.name)
+                    record.replaces[info.name] = owner.name
+                else:
+                    self._clash(info, owner, record)
+                    continue
             self.methods[info.name] = _PendingMethod(info, name)  # bound after all plugins load
             record.methods.append(info.name)
         for ds in datasets or []:
@@ -203,25 +264,49 @@ class Registry:
     def _install_metrics(self) -> None:
         """Make the collected metrics the ones :func:`harness.metrics.classification_metrics` computes."""
         metric_registry.set_plugin_metrics(m for m, _ in self.metrics.values())
+    def _unusable(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        self.unusable.setdefault(problem.method, problem)
+
+    def _clash(self, info: MethodInfo, owner: PluginRecord, record: PluginRecord) -> None:
+        """Two plugins declare ``info.name``: neither may run it, and the error names both."""
+        del self.methods[info.name]
+        owner.methods.remove(info.name)
+        how = (f"to override the built-in on purpose declare MethodInfo({info.name!r}, ..., replaces={info.name!r})"
+               if owner.builtin else "neither is built in, so replaces= cannot settle it")
+        if info.replaces and not owner.builtin:
+            how = f"replaces={info.replaces!r} may only override a built-in method, and {owner.name!r} is not built in"
+        self._unusable(Problem(
+            record.name,
+            f"method {info.name!r} is declared by plugin {owner.name!r} ({owner.source}) and by plugin "
+            f"{record.name!r} ({record.source}); rename or uninstall one ({how})",
+            info.name, (owner.name,),
+        ))
 
     def _bind(self) -> None:
-        for name, pending in list(self.methods.items()):
-            if isinstance(pending, _PendingMethod):
-                self.methods[name] = Method(pending.info, pending.plugin, self.pm)
+        # Every method is bound again: a plugin registered since the last binding must be left out.
+        for name, m in list(self.methods.items()):
+            self.methods[name] = Method(m.info, m.plugin, self.pm)
 
     # -- lookup ---------------------------------------------------------------------------
     def method(self, name: str) -> Method:
-        try:
+        """The method ``name``; errors name a plugin that failed to load or a clash behind it."""
+        if name in self.methods:
             return self.methods[name]
-        except KeyError:
-            known = ", ".join(sorted(self.methods)) or "none"
-            raise UnknownMethodError(f"unknown method {name!r} (known: {known})") from None
+        if name in self.unusable:
+            raise PluginError(str(self.unusable[name]))
+        if name in self.broken:
+            raise PluginError(f"{self.broken[name]} (so method {name!r} is unavailable)")
+        known = ", ".join(sorted(self.methods)) or "none"
+        hint = "".join(f"; {p}" for p in self.broken.values())
+        raise UnknownMethodError(f"unknown method {name!r} (known: {known}){hint}")
 
     def match_methods(self, patterns: Iterable[str]) -> list[str]:
-        """Method names matching shell-style patterns (``erm``, ``sk_*``), in order, no repeats."""
+        """Method names matching shell-style patterns (``erm``, ``sk_*``), in order, no repeats.
+        Names that cannot run (a clash) match too, so that using them fails with the reason."""
         out: list[str] = []
         for pat in patterns:
-            hits = [m for m in self.methods if fnmatch.fnmatchcase(m, pat)]
+            hits = [m for m in [*self.methods, *self.unusable] if fnmatch.fnmatchcase(m, pat)]
             if not hits:
                 self.method(pat)  # raises the one-line error
             out += [h for h in hits if h not in out]
@@ -251,6 +336,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_one_line(str(exc))}"
+
+
 def _distribution_of(ep: md.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -263,6 +352,15 @@ def _distribution_of(ep: md.EntryPoint) -> str:
 def _canonical(name: str) -> str:
     """A distribution name as PyPI compares it (PEP 503): ``Harness_AutoML`` is ``harness-automl``."""
     return re.sub(r"[-_.]+", "-", name).lower()
+def _dist_version(ep: md.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
+
+
+def plugin_distributions(registry: Registry) -> dict[str, str]:
+    """``{plugin name: "distribution version"}`` for every plugin the registry loaded (``"module
+    <path>"`` for one loaded by ``--plugin``): what a result's provenance records."""
+    return {name: registry.distributions.get(name, rec.source) for name, rec in registry.plugins.items()}
 
 
 def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> Registry:
@@ -282,15 +380,18 @@ def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> Regi
             try:
                 plugin = ep.load()
             except Exception as exc:
-                registry.problems.append(Problem(ep.name, f"failed to import {ep.value}: {_one_line(repr(exc))}"))
+                registry.fail(ep.name, f"failed to load: {_dist_version(ep)} names module {ep.value}, whose "
+                                       f"import raised {_exception(exc)}")
                 continue
-            registry.add(plugin, ep.name, _distribution_of(ep))
+            if registry.add(plugin, ep.name, _distribution_of(ep)):
+                registry.distributions[ep.name] = _dist_version(ep)
     for path in modules:
         try:
             plugin = importlib.import_module(path)
         except Exception as exc:
-            raise PluginError(f"cannot import plugin module {path!r}: {_one_line(repr(exc))}") from None
-        registry.add(plugin, path, f"module {path}")
+            raise PluginError(f"cannot import plugin module {path!r}: {_exception(exc)}") from None
+        if registry.add(plugin, path, f"module {path}"):
+            registry.distributions[path] = f"module {path}"
     registry._bind()
     registry._install_metrics()
     return registry

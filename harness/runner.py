@@ -18,11 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import records, storage as storages
 from harness.cash import CashMethod, write_per_method
+from harness.configs import defaults_for
 from harness.data import load_task
 from harness.errors import ConfigError
 from harness.multiobjective import directions
 from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
-from harness.plugins import Registry
+from harness.plugins import Registry, plugin_distributions
 from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
 from harness.report.provenance import gather, now
 from harness.report.pipeline import Report
@@ -140,7 +141,7 @@ def run_suite(
         pruner=suite.pruner, budget={"trials": o.trials or suite.trials, "seeds": o.seeds or suite.seeds,
                                      "epochs": o.epochs or suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
-        started_at=now(),
+        started_at=now(), plugins=plugin_distributions(registry),
     )
     outcomes: list[RowOutcome] = []
     with _Progress(console, progress) as bars:
@@ -283,8 +284,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             if hasattr(method, "default_trials"):  # CASH: every method's defaults
                 for params in method.default_trials(tune_task, budget.params):
                     study.enqueue_trial(params)
-            elif method.info.defaults:
-                study.enqueue_trial({k: v for k, v in method.info.defaults.items() if k not in budget.params})
+            elif defaults := defaults_for(method.info, tune_task):
+                study.enqueue_trial({k: v for k, v in defaults.items() if k not in budget.params})
         bar = bars.add(f"{label}: tuning", total=trials, completed=min(trials, budget_used(study)))
 
         def on_trial(t):

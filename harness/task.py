@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import torch
 
+from harness.errors import PluginError
+
 TaskKind = Literal["image", "tabular", "graph"]
 TASK_KINDS: tuple[str, ...] = ("image", "tabular", "graph")
 
@@ -53,12 +55,49 @@ class Split:
         return Split(self.x, None, self.index)
 
 
+WITHHELD_MESSAGE = ("the test split is withheld from harness_fit and harness_search_space by design; "
+                    "train on task.train, tune on task.val")
+
+
+class WithheldSplitError(PluginError, AttributeError):
+    """A plugin touched ``task.test`` where the core withholds it. An ``AttributeError`` too, so
+    ``getattr(task.test, name, default)`` and ``hasattr`` keep their usual meaning."""
+
+
+class WithheldSplit:
+    """What ``task.test`` is in every task handed to a plugin's ``harness_fit`` and
+    ``harness_search_space``: any use of it raises :class:`WithheldSplitError`, which says why."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # protocol probes (pickle, copy) get the ordinary answer
+            raise AttributeError(name)
+        raise WithheldSplitError(WITHHELD_MESSAGE)
+
+    def __len__(self) -> int:
+        raise WithheldSplitError(WITHHELD_MESSAGE)
+
+    def __iter__(self):
+        raise WithheldSplitError(WITHHELD_MESSAGE)
+
+    def __repr__(self) -> str:
+        return "WithheldSplit()"
+
+    def __reduce__(self):
+        return (WithheldSplit, ())
+
+
+WITHHELD = WithheldSplit()
+
+
 @dataclass(frozen=True)
 class Task:
     """A classification task with fixed train / val / test splits.
 
-    ``test`` is ``None`` in every task handed to ``harness_fit``: no method ever trains or tunes on
-    the test split. ``unlabeled`` holds the rest of train when a label budget is set (labels hidden).
+    In every task handed to ``harness_fit`` and ``harness_search_space`` the test split is withheld
+    (:meth:`without_test`): ``task.has_test`` is ``False`` and any use of ``task.test`` raises an
+    error that says so, because no method ever trains or tunes on the test split. ``unlabeled`` holds the rest of train when a label budget is set (labels hidden).
     ``graph`` holds the PyG ``Data`` object (all nodes, ``edge_index``) for graph tasks.
     """
 
@@ -68,7 +107,7 @@ class Task:
     input_shape: tuple[int, ...]
     train: Split
     val: Split
-    test: Split | None = None
+    test: Split | WithheldSplit | None = None
     unlabeled: Split | None = None
     graph: Any = None
     class_names: tuple[str, ...] = ()
@@ -82,8 +121,14 @@ class Task:
     def device(self) -> torch.device:
         return self.train.x.device
 
+    @property
+    def has_test(self) -> bool:
+        """Whether this task carries its test split (the core's view), not a withheld one (a plugin's)."""
+        return isinstance(self.test, Split)
+
     def without_test(self) -> Task:
-        return dataclasses.replace(self, test=None)
+        """This task with the test split withheld, as plugins receive it."""
+        return dataclasses.replace(self, test=WITHHELD)
 
     def to(self, device: torch.device | str) -> Task:
         graph = self.graph.to(device) if self.graph is not None else None
@@ -91,14 +136,14 @@ class Task:
             self,
             train=self.train.to(device),
             val=self.val.to(device),
-            test=self.test.to(device) if self.test is not None else None,
+            test=self.test.to(device) if self.has_test else self.test,
             unlabeled=self.unlabeled.to(device) if self.unlabeled is not None else None,
             graph=graph,
         )
 
     def sizes(self) -> dict[str, int]:
         out = {"n_train": len(self.train), "n_val": len(self.val)}
-        if self.test is not None:
+        if self.has_test:
             out["n_test"] = len(self.test)
         if self.unlabeled is not None:
             out["n_unlabeled"] = len(self.unlabeled)

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness import records, storage
+from harness.configs import default_config
 from harness.errors import ConfigError, HarnessError, failure_reason
 from harness.metrics import classification_metrics
 from harness.multiobjective import objective_values
@@ -68,15 +69,6 @@ class PinnedTrial:
             return attr(param, *args, **kwargs)
 
         return suggest
-
-
-def default_config(method, task: Task, pinned: dict[str, Any]) -> dict[str, Any]:
-    """The method's default configuration (``MethodInfo.defaults``) with ``pinned`` values over it."""
-    trial = optuna.trial.FixedTrial({**method.info.defaults, **pinned})
-    try:
-        return {**method.search_space(PinnedTrial(trial, pinned), task), **pinned}
-    except ValueError as exc:
-        raise ConfigError(f"{method.name}: its defaults do not cover the search space ({exc})") from None
 
 
 class TrialTimeout(HarnessError):
@@ -148,7 +140,7 @@ def tune(
     Other processes may work on the same study: the loop reaps trials of dead workers, and when
     live trials elsewhere will fill the budget it waits for them instead of starting more.
     """
-    if task.test is not None:
+    if task.has_test:
         raise ValueError("tuning must never see the test split: pass task.without_test()")
     started = time.monotonic()
     poll = storage.poll_interval(study, 0.5)

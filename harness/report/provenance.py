@@ -60,8 +60,12 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def gather(**fields: Any) -> dict[str, Any]:
+def gather(plugins: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    """The provenance of a run. ``plugins``: ``{plugin name: "distribution version"}`` of the plugins
+    loaded (see :func:`harness.plugins.plugin_distributions`)."""
     device = fields.get("device")
+    if plugins is not None:
+        fields["plugins"] = dict(plugins)
     return {
         "command": " ".join(["harness", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("harness") else " ".join(sys.argv),
         "git_commit": git_commit(),
@@ -88,6 +92,8 @@ def provenance_items(prov: dict[str, Any]) -> list[tuple[str, str, bool]]:
     items = [(k.replace("_", " "), text(prov[k]), True) for k in SHOWN if k in prov]
     if "versions" in prov:
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()), False))
+    if prov.get("plugins"):
+        items.append(("plugins", ", ".join(f"{k} ({v})" for k, v in prov["plugins"].items()), False))
     for run in prov.get("earlier_runs", ()):
         items.append((f"rows computed by an earlier run ({', '.join(run['rows'])})",
                       f"command {run.get('command')}, git commit {run.get('git_commit')}, "

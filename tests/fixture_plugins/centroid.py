@@ -31,7 +31,7 @@ def harness_search_space(method, trial, task):
 
 @hookimpl
 def harness_fit(method, task, config, ctx):
-    assert task.test is None, "fit must never see the test split"
+    assert not task.has_test, "fit must never see the test split"
     counter = os.environ.get("HARNESS_TEST_COUNTER")
     if counter:
         with open(counter, "a") as fh:

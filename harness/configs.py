@@ -1,0 +1,146 @@
+"""Method configurations as the core stores them: what a search space may return, and the defaults
+a method declares for a task.
+
+Two kinds of names meet here. A search space asks Optuna for *parameters*
+(``trial.suggest_categorical("shrinkage_mode", ...)``) and returns a *configuration*, a flat dict of
+config keys (``{"shrinkage": "auto"}``). The two often coincide but need not. ``MethodInfo.defaults``
+holds parameters: they are enqueued as the first trial's params, and the search space turns them into
+the configuration like any other trial's.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from harness.info import MethodInfo
+    from harness.task import Task
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_serialisable(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The configuration exactly as the study storage will hand it back (a JSON round trip).
+
+    Raises :class:`ConfigError` naming the first key whose value JSON cannot hold, e.g.
+    ``np.float32(0.19)`` or a ``torch.device`` — values that would fail every trial of a run.
+    """
+    for key, value in config.items():
+        bad = _unstorable(value)
+        if bad is not None:
+            raise ConfigError(
+                f"{method}: config key {key!r} holds {bad}, which the study storage cannot hold as JSON; "
+                "return plain Python values from harness_search_space (float(x), int(x), str(x))"
+            )
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError) as exc:  # e.g. a key that is not a string
+        raise ConfigError(f"{method}: configuration is not JSON-serialisable ({exc})") from None
+
+
+def _unstorable(value: Any) -> str | None:
+    """A description of what in ``value`` JSON cannot hold, or None."""
+    if isinstance(value, _PLAIN):
+        return None
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            bad = _unstorable(item)
+            if bad is not None:
+                return f"a {type(value).__name__} holding {bad}"
+        return None
+    if isinstance(value, dict):
+        for k, item in value.items():
+            bad = _unstorable(item) if isinstance(k, str) else f"the non-string key {k!r}"
+            if bad is not None:
+                return f"a dict whose key {k!r} holds {bad}" if isinstance(k, str) else f"a dict with {bad}"
+        return None
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    return f"{name} ({str(value)})"
+
+
+def defaults_for(info: MethodInfo, task: Task) -> dict[str, Any]:
+    """The Optuna parameters a method declares as its default for ``task`` (``{}`` when none):
+    ``info.defaults`` itself, or what it returns when it is a callable of the task."""
+    defaults = info.defaults(task) if callable(info.defaults) else info.defaults
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise PluginError(f"{info.name}: MethodInfo.defaults for {_a(task.kind)} task is "
+                          f"{type(defaults).__name__}, not a dict of Optuna parameters")
+    return dict(defaults)
+
+
+class DefaultsTrial:
+    """A fixed trial for a method's defaults: ``suggest_*`` returns the default (or the value the user
+    pinned), and a default missing or outside the distribution is an error naming the parameter and
+    the task kind (Optuna's ``FixedTrial`` only warns about a float outside its range).
+    ``used`` holds the parameters the search space asked for."""
+
+    def __init__(self, defaults: dict[str, Any], method: str, kind: str, pinned: dict[str, Any] | None = None):
+        import optuna
+
+        self._defaults, self._pinned = dict(defaults), dict(pinned or {})
+        self._fixed = optuna.trial.FixedTrial({**self._defaults, **self._pinned})
+        self._where = f"{method}: MethodInfo.defaults for {_a(kind)} task"
+        self.used: set[str] = set()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._fixed, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(param: str, *args, **kwargs):
+            self.used.add(param)
+            if param in self._pinned:
+                return self._pinned[param]
+            if param not in self._defaults:
+                raise ConfigError(f"{self._where} has no value for parameter {param!r}")
+            try:
+                value = attr(param, *args, **kwargs)
+            except ValueError:
+                value = None  # outside a categorical's choices: described below
+            dist = self._fixed.distributions.get(param)
+            if dist is None or _outside(dist, self._defaults[param]):
+                raise ConfigError(f"{self._where}: parameter {param!r} = {self._defaults[param]!r} is outside "
+                                  f"the search space ({_describe(dist, args, kwargs)})")
+            return value
+
+        return suggest
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def _outside(dist: Any, value: Any) -> bool:
+    if hasattr(dist, "choices"):
+        return value not in dist.choices
+    try:
+        return not dist.low <= value <= dist.high
+    except TypeError:
+        return True
+
+
+def _describe(dist: Any, args: tuple, kwargs: dict) -> str:
+    if dist is None:  # the categorical's distribution is never recorded when its value is refused
+        choices = kwargs.get("choices", args[0] if args else ())
+        return f"choices {tuple(choices)!r}"
+    if hasattr(dist, "choices"):
+        return f"choices {tuple(dist.choices)!r}"
+    return f"[{dist.low:g}, {dist.high:g}]" + (" log" if getattr(dist, "log", False) else "")
+
+
+def default_config(method: Any, task: Task, pinned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The configuration a method's defaults give on ``task`` (values the user pinned win): what the
+    core uses when tuning is off. Raises :class:`ConfigError` naming a default that does not fit."""
+    pinned = dict(pinned or {})
+    trial = DefaultsTrial(defaults_for(method.info, task), method.name, task.kind, pinned)
+    config = method.search_space(trial, task)
+    return {**config, **{k: v for k, v in pinned.items() if k not in config}}
+
+
+__all__ = ["check_serialisable", "defaults_for", "default_config", "DefaultsTrial"]
