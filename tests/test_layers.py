@@ -19,7 +19,7 @@ PLUGINS = ROOT / "plugins"
 
 # Top to bottom. A name covers the module and everything under it.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "face": ("harness.cli",),
+    "face": ("harness.cli", "harness.scaffold"),
     "orchestrate": ("harness.runner", "harness.worker", "harness.cash", "harness.bench", "harness.conformance"),
     "phases": ("harness.phases", "harness.search", "harness.evaluate"),
     "report": ("harness.report",),
@@ -28,7 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "harness.storage", "harness.records", "harness.samplers", "harness.suite",
         # the plugin contract
         "harness.hookspecs", "harness.plugins", "harness.info", "harness.task", "harness.context",
-        "harness.predictions", "harness.errors",
+        "harness.predictions", "harness.configs", "harness.errors",
         # metrics and what is computed from probabilities
         "harness.metrics", "harness.multiobjective", "harness.calibration", "harness.shift",
         # data and the training toolkit
