@@ -4,11 +4,14 @@ For each sampler seed, the same tuning budget of ``erm`` runs three times: witho
 median pruner and with Hyperband. The budget is compute, counted in training epochs (one pruning
 report per epoch, so a pruned trial costs only the epochs it ran): the unpruned run's ``trials ×
 epochs``. A pruned run spends the same budget, so it runs more, cheaper trials. For a pruned run,
-the figure is the cumulative epochs at the first trial whose validation accuracy reaches the
-unpruned run's best, as a share of the unpruned run's total epochs.
+the cumulative epochs at the first trial whose validation accuracy reaches the unpruned run's best
+are reported over two denominators: the unpruned run's total epochs (``share_of_unpruned_epochs``:
+what the budget could have been) and the epochs the unpruned run itself took to first reach that
+best (``speedup_ratio``: the honest speed-up, below 1 only when pruning got there sooner).
 
     python benchmarks/pruning.py                  # writes results/pruning/
     python benchmarks/pruning.py --jobs 2         # runs in two processes (one torch thread each)
+    python benchmarks/pruning.py --recompute --out results/pruning   # tables from its pruning_trials.csv
 """
 from __future__ import annotations
 
@@ -75,7 +78,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", default="results/pruning")
     p.add_argument("--jobs", type=int, default=1, help="processes running (seed, pruner) runs side by side")
+    p.add_argument("--recompute", action="store_true",
+                   help="rewrite the tables from OUT/pruning_trials.csv and OUT/provenance.json, training nothing")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.recompute:
+        return recompute(out)
     runs = [(args.method, args.dataset, pruner, seed, args.trials, args.epochs)
             for seed in args.seeds for pruner in ("none", "median", "hyperband")]
     trials = []
@@ -87,44 +95,89 @@ def main(argv=None) -> int:
         for job in runs:
             trials += _run_job(job)
     frame = pd.DataFrame(trials)
+    prov = gather(method=args.method, dataset=args.dataset, trials=args.trials, epochs=args.epochs,
+                  seeds=args.seeds, sampler="tpe", jobs=args.jobs, finished_at=now())
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "pruning_trials.csv", index=False)
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    write_tables(frame, out, prov)
+    return 0
+
+
+def recompute(out: Path) -> int:
+    """The tables again from a finished run's per-trial records, which hold every number they need
+    (state, epochs and validation accuracy of each trial in order); the run's provenance is kept and
+    the recomputation is recorded beside it."""
+    trials_csv, prov_json = out / "pruning_trials.csv", out / "provenance.json"
+    for path in (trials_csv, prov_json):
+        if not path.is_file():
+            print(f"pruning.py: error: {path} does not exist (run the benchmark into {out} first)", file=sys.stderr)
+            return 2
+    prov = json.loads(prov_json.read_text())
+    now_prov = gather()
+    prov["tables_recomputed"] = {"command": now_prov["command"], "git_commit": now_prov["git_commit"],
+                                 "at": now(), "from": trials_csv.name}
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    write_tables(pd.read_csv(trials_csv), out, prov)
+    return 0
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (seed, pruner): the epochs until the first trial reaching the unpruned run's best, over the
+    unpruned run's total epochs and over the epochs the unpruned run needed to reach it."""
     summary = []
     for seed, g in frame.groupby("seed"):
         base = g[g.pruner == "none"]
         target, full = base.val_accuracy.max(), base.epochs.sum()
+        base_reached = _epochs_to(base, target)
         for pruner, h in g.groupby("pruner", sort=False):
-            hit = h[h.val_accuracy >= target - 1e-9]
-            reached = None if hit.empty else int(hit.cumulative_epochs.iloc[0])
+            reached = _epochs_to(h, target)
             summary.append({"seed": seed, "pruner": pruner, "best_val": h.val_accuracy.max(),
                             "unpruned_best_val": target, "epochs_total": int(h.epochs.sum()),
                             "trials": len(h), "pruned_trials": int((h.state == "PRUNED").sum()),
                             "epochs_to_unpruned_best": reached,
-                            "share_of_unpruned_epochs": None if reached is None else reached / full})
-    summary = pd.DataFrame(summary)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "pruning_trials.csv", index=False)
+                            "unpruned_epochs_to_best": base_reached,
+                            "share_of_unpruned_epochs": None if reached is None else reached / full,
+                            "speedup_ratio": None if reached is None else reached / base_reached})
+    return pd.DataFrame(summary)
+
+
+def _epochs_to(trials: pd.DataFrame, target: float) -> int | None:
+    """Cumulative epochs at the first trial whose validation accuracy reaches ``target``."""
+    hit = trials[trials.val_accuracy >= target - 1e-9]
+    return None if hit.empty else int(hit.cumulative_epochs.iloc[0])
+
+
+def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
+    summary = summarise(frame)
     summary.to_csv(out / "pruning.csv", index=False)
-    prov = gather(method=args.method, dataset=args.dataset, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", jobs=args.jobs, finished_at=now())
+    table = to_markdown(summary.round(4).astype(object).fillna("not reached"))
+    recomputed = prov.get("tables_recomputed")
+    note = (f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
+            f"`{recomputed['git_commit']}`\n") if recomputed else ""
     (out / "pruning.md").write_text(
-        f"# Pruning efficiency: {args.method} on {args.dataset}\n\nBudget per run: {args.trials * args.epochs} "
-        f"training epochs (the unpruned run's {args.trials} TPE trials × {args.epochs} epochs); pruned runs spend "
-        "it on more trials. `share_of_unpruned_epochs`: epochs spent until the first trial matching the unpruned "
-        "run's best validation accuracy, over the unpruned run's total (`not reached`: never within the budget)."
-        "\n\n" + to_markdown(summary.round(4).astype(object).fillna("not reached"))
-        + "\n" + _overall(summary)
-        + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n")
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
-    print(to_markdown(summary.round(4).astype(object).fillna("not reached")))
-    return 0
+        f"# Pruning efficiency: {prov['method']} on {prov['dataset']}\n\nBudget per run: "
+        f"{prov['trials'] * prov['epochs']} training epochs (the unpruned run's {prov['trials']} TPE trials × "
+        f"{prov['epochs']} epochs); pruned runs spend it on more trials. `epochs_to_unpruned_best`: epochs spent "
+        "until the first trial matching the unpruned run's best validation accuracy (`not reached`: never within "
+        "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
+        "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
+        "the honest speed-up: below 1 only when pruning reached the best sooner)."
+        "\n\n" + table + "\n" + _overall(summary)
+        + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
+        + note)
+    print(table)
 
 
 def _overall(summary: pd.DataFrame) -> str:
-    lines = ["| pruner | seeds reaching the unpruned best within 50 % of its epochs | median share (not reached = 1) |",
-             "|---|---|---|"]
+    lines = ["| pruner | seeds reaching the unpruned best within 50 % of its epochs | median share (not reached = 1) "
+             "| seeds reaching it sooner than the unpruned run | median speed-up ratio (not reached = ∞) |",
+             "|---|---|---|---|---|"]
     for pruner, g in summary[summary.pruner != "none"].groupby("pruner", sort=False):
         share = g.share_of_unpruned_epochs.astype(float).fillna(1.0)
-        lines.append(f"| {pruner} | {int((share <= 0.5).sum())} of {len(g)} | {share.median():.3f} |")
+        ratio = g.speedup_ratio.astype(float).fillna(float("inf"))
+        lines.append(f"| {pruner} | {int((share <= 0.5).sum())} of {len(g)} | {share.median():.3f} "
+                     f"| {int((ratio < 1).sum())} of {len(g)} | {ratio.median():.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,9 @@ import torch
 from harness.context import FitContext, seed_everything
 from harness.metrics import accuracy
 from harness_plugins.generative.likelihood import (
-    NoiseSchedule, class_posterior, ddpm_sample, expand_classes, fit_temperature, image_grid,
-    log_class_prior, log_marginal, mc_class_scores, quantise, save_grid, stratified_timesteps,
+    NoiseSchedule, class_posterior, ddpm_sample, expand_classes, fit_sample_judge, fit_temperature, image_grid,
+    log_class_prior, log_marginal, mc_class_scores, quantise, sample_class_agreement, save_grid,
+    stratified_timesteps,
 )
 from harness_plugins.generative.unet import ConditionalUNet
 
@@ -102,6 +103,37 @@ def test_unet_shapes_and_ddpm_sampler():
     assert out.shape == (4, 1, 8, 8) and out.min() >= -1 and out.max() <= 1
 
 
+class _StripeModel(torch.nn.Module):
+    """A tiny conditional generator of 8×8 images: class k is a bright k-th row over noise. With
+    ``follows=False`` it draws the row at random, ignoring the class it is asked for."""
+
+    def __init__(self, follows: bool):
+        super().__init__()
+        self.follows = follows
+
+    def forward(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        rows = y if self.follows else torch.randint(0, 8, y.shape, generator=generator)
+        images = 0.3 * torch.rand(len(y), 1, 8, 8, generator=generator)
+        images[torch.arange(len(y)), 0, rows] += 0.7
+        return images
+
+
+def test_sample_class_agreement_tells_a_model_that_follows_its_condition_from_one_that_ignores_it(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    train_y = torch.arange(8).repeat(40)
+    real = _StripeModel(follows=True)(train_y, g)
+    judge = fit_sample_judge(real, train_y, 8, epochs=10, cache_dir=tmp_path)
+    asked = torch.arange(8).repeat_interleave(50)
+    follows = sample_class_agreement(judge, _StripeModel(follows=True)(asked, g), asked)
+    ignores = sample_class_agreement(judge, _StripeModel(follows=False)(asked, g), asked)
+    assert follows > 0.95
+    assert abs(ignores - 1 / 8) < 0.08  # chance: 400 samples put its standard error near 0.017
+    # The judge is cached by its training data: a second call loads the same weights.
+    again = fit_sample_judge(real, train_y, 8, epochs=10, cache_dir=tmp_path)
+    for a, b in zip(judge.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 # ----------------------------------------------------------------------------- methods
 
 def _vae_negative_elbo(fitted, task):
@@ -115,7 +147,8 @@ def test_vae_elbo_improves_and_it_classifies_digits(registry, digits, tmp_path):
     config = {**m.info.defaults, "hidden": 256, "iw_samples": 8}
     seed_everything(0)
     untrained = m.fit(digits.without_test(), config, FitContext(device=CPU, seed=0, epochs=1))
-    ctx = FitContext(device=CPU, seed=0, epochs=12, phase="final", artifact_dir=tmp_path / "art")
+    ctx = FitContext(device=CPU, seed=0, epochs=12, phase="final", artifact_dir=tmp_path / "art",
+                     cache_dir=tmp_path / "cache")
     seed_everything(0)
     fitted = m.fit(digits.without_test(), config, ctx)
     assert _vae_negative_elbo(fitted, digits) < _vae_negative_elbo(untrained, digits) - 5
@@ -126,6 +159,7 @@ def test_vae_elbo_improves_and_it_classifies_digits(registry, digits, tmp_path):
     # The k-sample bound is at least as tight as the ELBO (both are bounds on −log p(x)).
     assert math.isfinite(ctx.extras["nelbo_nats"]) and ctx.extras["niw_nats"] <= ctx.extras["nelbo_nats"] + 1e-3
     assert (tmp_path / "art" / "samples.png").is_file()
+    assert ctx.extras["sample_class_acc"] > 0.5  # chance is 0.1: the samples follow their class
     samples = fitted.model.sample(torch.arange(10).repeat(2))
     assert samples.shape == (20, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert ctx.samples_seen == 12 * len(digits.train)
@@ -150,6 +184,7 @@ def test_diffusion_classifier_learns_caches_and_reports_bpd(registry, digits, tm
     assert (probs.sum(1) - 1).abs().max() < 1e-5
     assert accuracy(probs, digits.test.y) > 0.3  # chance is 0.1; a few CPU seconds of training
     assert ctx.extras["train_cached"] == 0.0 and 0 < ctx.extras["bpd"] < 20
+    assert 0.0 <= ctx.extras["sample_class_acc"] <= 1.0
     assert (tmp_path / "a" / "samples.png").is_file() and ctx.samples_seen > 0
     # A second row that only changes the Monte-Carlo budget reuses the trained model.
     ctx2 = FitContext(device=CPU, seed=0, epochs=6, phase="final", artifact_dir=tmp_path / "b", cache_dir=tmp_path / "c")

@@ -15,9 +15,10 @@ from harness.conformance import check_plugin
 from harness.context import FitContext, seed_everything
 from harness.data import load_task
 from harness.data.planetoid import PLANETOID_PARTS
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 from harness.info import DatasetInfo, RawDataset
 from harness.metrics import accuracy
+from harness_plugins.graph.methods import LossAccuracyPatience, WindowStopping, stopping_rule
 
 pytest.importorskip("torch_geometric")
 
@@ -183,3 +184,43 @@ def test_citeseer_style_folder_pads_isolated_test_nodes(registry, tmp_path):
     assert sorted(task.test.index.tolist()) == sorted(test_ids)
     assert torch.equal(task.test.y, task.test.index % 3)
     assert task.graph.x[[525, 537]].abs().sum() == 0
+
+
+def _decisions(rule, losses, accs=None):
+    accs = accs if accs is not None else [0.5] * len(losses)
+    return [rule.update(loss, acc) for loss, acc in zip(losses, accs)]
+
+
+def test_window_stopping_waits_for_the_window_then_compares_with_its_mean():
+    # Rising loss from the start: no stop until more than window + 1 = 4 epochs have run.
+    stops = [d.stop for d in _decisions(WindowStopping(window=3), [1.0, 1.1, 1.2, 1.3, 1.4])]
+    assert stops == [False, False, False, False, True]
+    # Loss falling, then one epoch above the mean of the 3 before it (0.6, 0.5, 0.4 → 0.5).
+    decisions = _decisions(WindowStopping(window=3), [1.0, 0.8, 0.6, 0.5, 0.4, 0.45, 0.55])
+    assert [d.stop for d in decisions] == [False] * 6 + [True]
+    assert not any(d.snapshot for d in decisions) and not WindowStopping.restores
+
+
+def test_loss_accuracy_patience_counts_epochs_improving_neither():
+    rule = LossAccuracyPatience(patience=2)
+    losses = [1.0, 0.9, 0.95, 0.97, 0.96]
+    accs = [0.5, 0.6, 0.7, 0.6, 0.6]
+    decisions = _decisions(rule, losses, accs)
+    # Epoch 2: loss worse but accuracy best → patience resets, no snapshot (only one of the two).
+    assert [d.snapshot for d in decisions] == [True, True, False, False, False]
+    assert [d.stop for d in decisions] == [False, False, False, False, True]
+    assert LossAccuracyPatience.restores
+
+
+def test_loss_accuracy_patience_snapshots_only_when_both_match_their_bests_ties_included():
+    rule = LossAccuracyPatience(patience=3)
+    decisions = _decisions(rule, [1.0, 0.8, 0.8, 0.7, 0.75, 0.9, 0.9, 0.9],
+                           [0.5, 0.5, 0.6, 0.55, 0.6, 0.1, 0.1, 0.1])
+    assert [d.snapshot for d in decisions] == [True, True, True, False, False, False, False, False]
+    # Epoch 3 (loss best) and epoch 4 (accuracy ties the best) each reset the patience.
+    assert [d.stop for d in decisions] == [False] * 7 + [True]
+
+
+def test_unknown_stopping_rule_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown stopping rule 'best'"):
+        stopping_rule("best", 10)

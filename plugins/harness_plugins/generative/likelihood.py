@@ -1,6 +1,7 @@
 """Shared pieces of the generative classifiers: class priors and Bayes' rule, Monte-Carlo per-class
 scoring with common random numbers, time/class conditioning, DDPM noise schedules with their
-variational bound and sampler, a fitted temperature, a content-addressed model cache, and sample grids.
+variational bound and sampler, a fitted temperature, a content-addressed model cache, sample grids,
+and a check that class-conditional samples show their class (a classifier of real images judges them).
 
 A generative classifier turns class-conditional likelihood estimates ``log p(x|y)`` (an ELBO, an
 importance-weighted bound, a denoising loss) into ``p(y|x) ∝ p(x|y)·p(y)``. The estimates are
@@ -319,9 +320,65 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int, scale: int = 3) -> Pa
     return path
 
 
+# --------------------------------------------------------------------------- do samples show their class?
+
+class SampleJudge(nn.Module):
+    """A small CNN of real images (two 3×3 conv–ReLU stages, 2×2 max-pooling, a linear head) that
+    judges generated ones; adaptive pooling lets it take any image size."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
+            nn.Flatten(), nn.Linear(2 * width * 16, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def fit_sample_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epochs: int = 8,
+                     batch_size: int = 64, seed: int = 0, cache_dir: Path | None = None) -> SampleJudge:
+    """A :class:`SampleJudge` trained on real images ``x`` (``N×C×H×W`` in [0, 1]) with labels ``y``.
+
+    Its seed is fixed rather than the row's, so every row and seed of a data set is judged by the same
+    classifier; with ``cache_dir`` it is trained once per training set and reused.
+    """
+    key = fingerprint("sample-judge/1", epochs, batch_size, seed, num_classes, x, y)
+    cached = cache_load(cache_dir, key) if cache_dir is not None else None
+    with torch.random.fork_rng(devices=[]):  # the row's own random stream stays untouched
+        torch.manual_seed(seed)
+        judge = SampleJudge(x.shape[1], num_classes).to(x.device)
+        if cached is not None:
+            judge.load_state_dict(cached["model"])
+            return judge.eval()
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
+        judge.train()
+        for _ in range(epochs):
+            for idx in torch.randperm(x.shape[0], generator=gen).to(x.device).split(batch_size):
+                loss = F.cross_entropy(judge(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    if cache_dir is not None:
+        cache_store(cache_dir, key, {"model": {k: v.cpu() for k, v in judge.state_dict().items()}})
+    return judge.eval()
+
+
+@torch.no_grad()
+def sample_class_agreement(judge: nn.Module, samples: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of ``samples`` that ``judge`` assigns to the class they were generated for
+    (``labels``): 1 when every sample shows its class, about 1/K when the condition is ignored."""
+    judge.eval()
+    predicted = torch.cat([judge(b).argmax(1) for b in samples.float().split(256)])
+    return (predicted == labels.to(predicted.device)).float().mean().item()
+
+
 __all__ = [
-    "NoiseSchedule", "SCHEDULES", "TimeClassEmbedding", "bits_per_dim", "cache_load", "cache_store",
-    "class_labels", "class_posterior", "ddpm_sample", "expand_classes", "fingerprint", "fit_temperature",
-    "image_grid", "log_class_prior", "log_marginal", "mc_class_scores", "quantise", "save_grid",
-    "stratified_timesteps", "timestep_embedding",
+    "NoiseSchedule", "SCHEDULES", "SampleJudge", "TimeClassEmbedding", "bits_per_dim", "cache_load",
+    "cache_store", "class_labels", "class_posterior", "ddpm_sample", "expand_classes", "fingerprint",
+    "fit_sample_judge", "fit_temperature", "image_grid", "log_class_prior", "log_marginal", "mc_class_scores",
+    "quantise", "sample_class_agreement", "save_grid", "stratified_timesteps", "timestep_embedding",
 ]
