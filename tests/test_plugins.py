@@ -333,7 +333,7 @@ def test_run_warns_once_at_the_top_about_a_broken_plugin_it_does_not_use(tmp_pat
 def test_plugin_distributions_are_recorded_in_the_provenance(tmp_path):
     from harness.plugins import plugin_distributions
     from harness.report.provenance import gather
-    from harness.report.tables import provenance_markdown
+    from harness.report.provenance import provenance_markdown
 
     site = tmp_path / "site"
     _install_entry_point(site, "harness-fixture-centroid", "centroid", "fixture_plugins.centroid")
@@ -347,7 +347,7 @@ def test_plugin_distributions_are_recorded_in_the_provenance(tmp_path):
         sys.path.remove(str(site))
     dists = plugin_distributions(reg)
     assert dists["centroid"] == "harness-fixture-centroid 0.1"
-    assert dists["supervised"].startswith("harness ")
+    assert dists["supervised"].startswith("harness-automl ")
     assert dists["fixture_plugins.duplicate"] == "module fixture_plugins.duplicate"
     prov = gather(plugins=dists)
     assert prov["plugins"] == dists
