@@ -350,6 +350,11 @@ def _cmd_report(args, registry, console) -> int:
     out = Path(args.out or "results")
     if not args.storage and not (out / "optuna.journal").is_file():
         raise ConfigError(f"no study storage found: {out / 'optuna.journal'} does not exist (give --out or --storage)")
+    from harness.runner import check_writable
+
+    check_writable(out, "--out", folder=True)  # before any table is rewritten
+    if args.html:
+        check_writable(Path(args.html), "--html", folder=False)
     storage = make_storage(args.storage, out)
     rows = collect_rows(storage, args.suite)
     studies = load_studies(storage, args.suite, names=args.study)

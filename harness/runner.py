@@ -167,7 +167,7 @@ def journal_path(suite: Suite, out_dir: Path) -> Path | None:
     return None
 
 
-def _check_writable(path: Path, what: str, folder: bool) -> None:
+def check_writable(path: Path, what: str, folder: bool) -> None:
     """A one-line error unless ``path`` is (or can be created as) a writable folder / file."""
     import os
 
@@ -190,10 +190,10 @@ def _check_writable(path: Path, what: str, folder: bool) -> None:
 
 def check_paths(suite: Suite, out_dir: Path) -> None:
     """Refuse an output folder or journal that cannot be written, before anything is computed."""
-    _check_writable(Path(out_dir), "--out", folder=True)
+    check_writable(Path(out_dir), "--out", folder=True)
     journal = journal_path(suite, out_dir)
     if journal is not None and suite.storage is not None:
-        _check_writable(journal, "--storage", folder=False)
+        check_writable(journal, "--storage", folder=False)
 
 
 def move_aside(suite: Suite, out_dir: Path, say: Callable[[str], None]) -> None:
@@ -360,8 +360,14 @@ def run_suite(
     todo = [p for p in todo if p.action != "skipped"]
     if not todo and not any(p.action == "stored" for p in plans):
         raise ConfigError("nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+    except OSError as exc:  # permissions check out, the file system says no (read-only mount, /proc)
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise ConfigError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
     shared = storages.is_shared(suite.storage)
     o = suite.overrides
