@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 import torch
@@ -26,13 +26,14 @@ from harness.multiobjective import directions
 from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
 from harness.plugins import Registry, plugin_distributions
 from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
-from harness.report.provenance import gather, now
-from harness.report.pipeline import Report
 from harness.samplers import make_pruner, make_sampler
 from harness.shift import parse_ood, parse_shifts
 from harness.storage import budget_used, claim_final, make_storage, redact
 from harness.suite import DatasetSpec, RowSpec, Suite, suite_spec
 from harness.task import Task
+
+if TYPE_CHECKING:
+    from harness.report.pipeline import Report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -369,6 +370,8 @@ def run_suite(
             out_dir.rmdir()
         raise ConfigError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
+    from harness.report.provenance import gather, now  # the report layer loads once there is work
+
     shared = storages.is_shared(suite.storage)
     o = suite.overrides
     provenance = gather(
