@@ -331,9 +331,9 @@ def run_suite(
     out_dir = Path(out_dir)
     cache_dir = cache_dir or Path(".harness-cache")
     check_paths(suite, out_dir)
-    if fresh:
-        move_aside(suite, out_dir, say)
-    storage = _existing_storage(suite, out_dir)
+    if fresh and journal_path(suite, out_dir) is None:
+        move_aside(suite, out_dir, say)  # refuses: a database keeps its studies
+    storage = None if fresh else _existing_storage(suite, out_dir)
     plans = plan_suite(suite, registry, out_dir, storage, one_suite=not fresh)
     todo = [p for p in plans if p.action in ("new", "extend")]
     if not todo:
@@ -361,6 +361,8 @@ def run_suite(
     todo = [p for p in todo if p.action != "skipped"]
     if not todo and not any(p.action == "stored" for p in plans):
         raise ConfigError("nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
+    if fresh:  # only now that the input is known to be good
+        move_aside(suite, out_dir, say)
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

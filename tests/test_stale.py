@@ -109,3 +109,11 @@ def test_fresh_moves_the_store_aside_and_recomputes(run, tmp_path):
     assert len(backups) == 1 and backups[0].read_bytes() == before
     assert f"--fresh: moved the stored results aside to {backups[0].relative_to(tmp_path)}" in text
     assert run("--epochs", "3")[1].count("already stored") == 1
+
+
+def test_fresh_with_bad_input_keeps_the_store(run, tmp_path):
+    assert run()[0] == 0
+    before = _journal(tmp_path)
+    code, text = run("--fresh", "--param", "C=-1")
+    assert code == 2 and "logreg: pinned C=-1 is not in its search space" in text
+    assert _journal(tmp_path) == before and not list((tmp_path / "o").glob("*.bak"))
