@@ -140,3 +140,19 @@ def test_non_latin_names_plot_without_glyph_warnings(tmp_path):
         ax.set_title("数据集 · метод")
         fig.savefig(tmp_path / "p.png")
         plt.close(fig)
+
+
+@pytest.mark.parametrize("values, expected", [([float("nan")] * 3, (None, None)), ([0.5, float("nan")], (0.5, 0.0)),
+                                              ([1.0, 3.0], (2.0, 2 ** 0.5))])
+def test_summary_statistics_of_missing_values_raise_no_numpy_warning(values, expected):
+    import math
+
+    import numpy as np
+
+    from harness.report.tables import nan_mean_std
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, std = nan_mean_std(np.array(values))
+    for got, want in zip((mean, std), expected):
+        assert math.isnan(got) if want is None else got == pytest.approx(want)
