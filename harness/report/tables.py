@@ -145,7 +145,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[heading] = col.format(r.get(key))
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    return pd.DataFrame(rows).astype(object).fillna("")  # object first: no pandas fill-value warning
 
 
 def display_sort_keys(summary: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
