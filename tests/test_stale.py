@@ -70,6 +70,15 @@ def test_more_trials_extend_the_search_and_retrain_its_best(run, tmp_path):
     assert summary.trials_complete.item() == 4
     assert list(per_seed.seed) == [0, 1]
     assert per_seed.best_trial.nunique() == 1  # every seed row re-trains the one best configuration
+    import optuna
+
+    from harness.records import best_trial
+    from harness.storage import make_storage
+
+    study = optuna.load_study(study_name="run/iris/logreg", storage=make_storage(None, tmp_path / "o"))
+    assert per_seed.best_trial.iloc[0] == best_trial(study).number  # the best of all 4 trials, not of the first 2
+    changed = "is the new best (was trial" in text
+    assert changed == (best_trial(study).number >= 2)  # said exactly when the extra trials found it
 
 
 def test_more_seeds_run_only_the_new_seeds(run, tmp_path):
