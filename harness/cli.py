@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="pin a configuration value for every method")
     run.add_argument("--name", help="suite name (default: the suite file's name, or 'run')")
     run.add_argument("--out", help="output folder (default results/<suite name>)")
+    run.add_argument("--fresh", action="store_true",
+                     help="recompute everything: the stored journal is moved aside to optuna.journal.<UTC time>.bak")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--cash", nargs="+", metavar="METHOD",
                      help="also search the method itself among these, each with its own space (the row `cash`)")
@@ -314,8 +316,14 @@ def _cmd_run(args, registry, console) -> int:
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
-    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress)
-    console.print(result.report.terminal_table())
+    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
+    if result.report is not None:
+        console.print(result.report.terminal_table())
+    else:  # nothing computed: the stored table as written
+        lines = result.paths["summary_md"].read_text(encoding="utf-8").splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        console.print("\n".join(lines[start:end]), markup=False)
     console.print(f"tables: {result.paths['summary_md']}  (per seed: {result.paths['per_seed_csv']})", highlight=False)
     for key, path in result.paths.items():
         if key.startswith(("cash_", "pareto_")) and key.endswith("_md"):
@@ -342,6 +350,11 @@ def _cmd_report(args, registry, console) -> int:
     out = Path(args.out or "results")
     if not args.storage and not (out / "optuna.journal").is_file():
         raise ConfigError(f"no study storage found: {out / 'optuna.journal'} does not exist (give --out or --storage)")
+    from harness.runner import check_writable
+
+    check_writable(out, "--out", folder=True)  # before any table is rewritten
+    if args.html:
+        check_writable(Path(args.html), "--html", folder=False)
     storage = make_storage(args.storage, out)
     rows = collect_rows(storage, args.suite)
     studies = load_studies(storage, args.suite, names=args.study)

@@ -143,4 +143,95 @@ def default_config(method: Any, task: Task, pinned: dict[str, Any] | None = None
     return {**config, **{k: v for k, v in pinned.items() if k not in config}}
 
 
-__all__ = ["check_serialisable", "defaults_for", "default_config", "DefaultsTrial"]
+# Configuration keys the toolkit's training loop reads (``TrainConfig``) whether or not a method's
+# space suggests them, and the values each accepts: (type, lowest allowed, lowest is allowed itself).
+_TRAIN_KEYS: dict[str, tuple[type, float, bool]] = {
+    "lr": (float, 0.0, False), "weight_decay": (float, 0.0, True), "momentum": (float, 0.0, True),
+    "batch_size": (int, 1, True), "epochs": (int, 1, True), "warmup_epochs": (float, 0.0, True),
+    "patience": (int, 1, True), "grad_clip": (float, 0.0, True),
+}
+
+
+class RecordingTrial:
+    """A real trial that records each parameter's distribution and checks the values the user pinned
+    against it: a value outside the space, or of the wrong type, is a one-line error naming the
+    method, the parameter and the allowed range (before any trial runs, not after the budget)."""
+
+    def __init__(self, trial: Any, method: str, pinned: dict[str, Any]):
+        self._trial, self._method, self._pinned = trial, method, dict(pinned)
+        self.distributions: dict[str, Any] = {}
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(param: str, *args, **kwargs):
+            value = attr(param, *args, **kwargs)
+            dist = self._trial.distributions.get(param)
+            self.distributions[param] = dist
+            if param not in self._pinned:
+                return value
+            pinned = self._pinned[param]
+            if dist is not None and not _fits(dist, pinned):
+                raise ConfigError(f"{self._method}: pinned {param}={pinned!r} is not in its search space "
+                                  f"({_describe(dist, (), {})}" + (", integers" if _is_int(dist) else "") + ")")
+            return pinned
+
+        return suggest
+
+
+def _is_int(dist: Any) -> bool:
+    import optuna.distributions as od
+
+    return isinstance(dist, od.IntDistribution)
+
+
+def _fits(dist: Any, value: Any) -> bool:
+    if hasattr(dist, "choices"):
+        return any(value == c and type(value) is type(c) or (value == c and isinstance(c, float)
+                   and isinstance(value, int) and not isinstance(value, bool)) for c in dist.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if _is_int(dist) and not isinstance(value, int):
+        return False
+    return not _outside(dist, value)
+
+
+def check_pinned(method: Any, task: Task, pinned: dict[str, Any], samples: int = 8) -> set[str]:
+    """Check values pinned for ``method`` against its search space on ``task`` (sampled ``samples``
+    times with a :class:`RecordingTrial`); return the pinned keys the method knows (an Optuna
+    parameter, a key of its configuration, or a training-loop key when it trains with the toolkit).
+    A CASH method's spaces are its members': nothing is checked for it."""
+    import optuna
+
+    if not pinned or hasattr(method, "default_trials"):
+        return set(pinned)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    known: set[str] = set()
+    for _ in range(samples):
+        trial = study.ask()
+        recorder = RecordingTrial(trial, method.name, pinned)
+        try:
+            config = method.search_space(recorder, task)
+        except ConfigError:
+            raise
+        except Exception:  # the plugin's own failure shows, named, in the first trial
+            return set(pinned)
+        known |= set(recorder.distributions) | set(config or {})
+        study.tell(trial, 0.0)
+    if known & {"lr", "optimizer", "batch_size"}:
+        known |= set(_TRAIN_KEYS) | {"optimizer", "schedule", "restore_best"}
+    for key, value in pinned.items():
+        if key in _TRAIN_KEYS and key in known:
+            kind, low, inclusive = _TRAIN_KEYS[key]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if (not number or (kind is int and not isinstance(value, int))
+                    or value < low or (value == low and not inclusive)):
+                what = "an integer" if kind is int else "a number"
+                bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
+                raise ConfigError(f"{method.name}: pinned {key}={value!r} must be {what} {bound}")
+    return known & set(pinned)
+
+
+__all__ = ["check_serialisable", "check_pinned", "defaults_for", "default_config", "DefaultsTrial", "RecordingTrial"]

@@ -88,3 +88,6 @@ class DatasetInfo:
     load: Callable[[DatasetRequest], RawDataset]
     takes_argument: bool = False
     source: str = ""
+    # The options ``load`` reads from ``request.options`` (any other is refused before loading, so
+    # a misspelt option is not ignored); None: the loader takes any option (e.g. passes them on).
+    options: tuple[str, ...] | None = None

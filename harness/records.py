@@ -86,6 +86,7 @@ class StudyMeta:
     spec: dict[str, Any] | None = None  # the suite, as plain JSON, without its storage URL
     plugin_modules: tuple[str, ...] = ()
     budget: Budget | None = None  # None in records written before budgets were stored
+    settings: dict[str, Any] | None = None  # what shapes the results (:func:`settings_change`); None before
     schema: int = SCHEMA_VERSION
 
     def to_attr(self) -> dict[str, Any]:
@@ -131,6 +132,39 @@ def result_key(seed: int) -> str:
     return f"{RESULT_PREFIX}{seed}"
 
 
+# Settings a row may change without invalidating what is stored: more trials extend the search, more
+# or fewer seeds add or hide seed rows. Any other difference means the stored results answer another
+# question.
+EXTENDABLE = ("trials", "seeds")
+
+
+def settings_change(stored: StudyMeta, settings: dict[str, Any]) -> tuple[str, Any] | None:
+    """The first setting (key, stored value) in which ``stored`` differs from ``settings`` and that
+    forbids reusing its results, or None. Fewer trials than stored count as such a change; records
+    written before settings were stored are compared on their budget alone."""
+    old = stored.settings
+    if old is None:
+        if stored.budget is None:
+            return None
+        old = {"epochs": stored.budget.epochs, "params": stored.budget.params, "trials": stored.budget.trials}
+    for key, value in old.items():
+        if key == "seeds" or key not in settings:
+            continue
+        new = settings[key]
+        if key == "trials" and isinstance(value, int) and isinstance(new, int) and new >= value:
+            continue
+        if _plain(value) != _plain(new):
+            return key, value
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the storage hands it back (tuples become lists), so stored and new compare alike."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
 # -- queries on stored studies and trials -------------------------------------------------------
 
 def study_meta(attrs: dict[str, Any], name: str = "a study") -> StudyMeta | None:
@@ -153,7 +187,8 @@ def harness_studies(storage, suite: str | None = None) -> list[tuple[Any, StudyM
 
 def stored_results(study: optuna.Study | Any) -> dict[int, dict[str, Any]]:
     """Seed → stored result row of a study (or a study summary)."""
-    return {int(k[len(RESULT_PREFIX):]): v for k, v in study.user_attrs.items() if k.startswith(RESULT_PREFIX)}
+    return {int(k[len(RESULT_PREFIX):]): v for k, v in study.user_attrs.items()
+            if k.startswith(RESULT_PREFIX) and v is not None}  # None: withdrawn (a stale configuration's)
 
 
 def val_accuracy(t: FrozenTrial) -> float:
@@ -200,6 +235,9 @@ def collect_rows(storage, suite: str | None = None) -> list[dict[str, Any]]:
             "config": attrs.get(FINAL_CONFIG), **meta.sizes,
         }
         results = stored_results(summary)
+        if meta.budget is not None and isinstance((meta.settings or {}).get("seed_base"), int):
+            first = meta.settings["seed_base"]  # the seeds the row was last asked for, no others
+            results = {s: r for s, r in results.items() if first <= s < first + meta.budget.seeds}
         if not results and attrs.get(FAILURE):
             rows.append({**base, "seed": None, "status": "FAIL", "reason": attrs[FAILURE]})
         for seed in sorted(results):

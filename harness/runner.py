@@ -7,9 +7,10 @@ the seed re-runs of a study are claimed by one process, whichever sees the tunin
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 import torch
@@ -18,20 +19,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import records, storage as storages
 from harness.cash import CashMethod, write_per_method
-from harness.configs import defaults_for
+from harness.configs import check_pinned, defaults_for
 from harness.data import load_task
 from harness.errors import ConfigError
 from harness.multiobjective import directions
 from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
 from harness.plugins import Registry, plugin_distributions
 from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
-from harness.report.provenance import gather, now
-from harness.report.pipeline import Report
 from harness.samplers import make_pruner, make_sampler
 from harness.shift import parse_ood, parse_shifts
 from harness.storage import budget_used, claim_final, make_storage, redact
 from harness.suite import DatasetSpec, RowSpec, Suite, suite_spec
 from harness.task import Task
+
+if TYPE_CHECKING:
+    from harness.report.pipeline import Report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,6 +63,7 @@ class RunResult:
     outcomes: list[RowOutcome] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     report: Report | None = None  # the frames the tables were written from
+    stored: bool = False  # nothing was computed: every result asked for was already stored
 
     @property
     def failed(self) -> list[RowOutcome]:
@@ -116,6 +119,195 @@ class _Progress:
         self.progress.update(task_id, **kw)
 
 
+@dataclass
+class RowPlan:
+    """What a run does with one (data set, row): ``new`` (nothing stored), ``extend`` (more trials or
+    seeds than stored), ``stored`` (everything asked is stored), ``skipped`` (the method cannot take
+    the data set's kind); ``note`` says what changes, for the user."""
+
+    ds: DatasetSpec
+    row: RowSpec
+    method: Any
+    d_i: int
+    r_i: int
+    settings: dict[str, Any]
+    action: str = "new"
+    note: str = ""
+    reseed: bool = False  # fewer seeds than recorded: only the record of the budget changes
+
+
+def row_settings(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec, method) -> dict[str, Any]:
+    """Everything that shapes a row's results, as stored in its :class:`~harness.records.StudyMeta`:
+    a later run whose settings differ must not reuse them (:func:`harness.records.settings_change`)."""
+    b = suite.budget(row)
+    plugins = plugin_distributions(registry)
+    names = suite.cash if row.method == "cash" and suite.cash else (row.method,)
+    return {
+        "trials": b.trials if row.tune else 0, "seeds": b.seeds, "epochs": b.epochs, "params": b.params,
+        "method": row.method, "tune": row.tune, "all_labels": row.all_labels, "calibrate": row.calibrate,
+        "plugins": sorted({f"{registry.methods[n].plugin}: {plugins.get(registry.methods[n].plugin, '?')}"
+                           for n in names if n in registry.methods}),
+        "dataset": ds.name, "options": ds.options, "labels_per_class": ds.labels_per_class,
+        "label_fraction": ds.label_fraction, "val_frac": ds.val_frac, "test_frac": ds.test_frac,
+        "data_seed": suite.data_seed, "seed_base": suite.seed_base,
+        "sampler": suite.sampler, "sampler_seed": suite.sampler_seed, "pruner": suite.pruner,
+        "objectives": list(suite.objectives), "cash": list(suite.cash) if row.method == "cash" else [],
+        "shifts": suite.shifts, "ood": suite.ood, "schema": records.SCHEMA_VERSION,
+    }
+
+
+def journal_path(suite: Suite, out_dir: Path) -> Path | None:
+    """The journal file behind the suite's storage (None for a database)."""
+    url = suite.storage
+    if url is None:
+        return Path(out_dir) / "optuna.journal"
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):])
+    if url.endswith(".journal"):
+        return Path(url)
+    return None
+
+
+def check_writable(path: Path, what: str, folder: bool) -> None:
+    """A one-line error unless ``path`` is (or can be created as) a writable folder / file."""
+    import os
+
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ConfigError(f"{what} {path} is a file, not a folder")
+        if not folder and path.is_dir():
+            raise ConfigError(f"{what} {path} is a folder, not a file")
+        if not os.access(path, os.W_OK) or (folder and not os.access(path, os.X_OK)):
+            raise ConfigError(f"{what} {path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot create {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot create {what} {path}: {parent} is not writable")
+
+
+def check_paths(suite: Suite, out_dir: Path) -> None:
+    """Refuse an output folder or journal that cannot be written, before anything is computed."""
+    check_writable(Path(out_dir), "--out", folder=True)
+    journal = journal_path(suite, out_dir)
+    if journal is not None and suite.storage is not None:
+        check_writable(journal, "--storage", folder=False)
+
+
+def move_aside(suite: Suite, out_dir: Path, say: Callable[[str], None]) -> None:
+    """``--fresh``: the journal becomes ``optuna.journal.<UTC time>.bak`` so the run starts empty."""
+    import time
+
+    journal = journal_path(suite, out_dir)
+    if journal is None:
+        raise ConfigError("--fresh moves a journal file aside; a database storage keeps its studies: "
+                          "give the run another --name instead")
+    if journal.exists():
+        backup = journal.with_name(f"{journal.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak")
+        journal.rename(backup)
+        say(f"--fresh: moved the stored results aside to {backup}; recomputing everything")
+
+
+def _existing_storage(suite: Suite, out_dir: Path):
+    """The suite's storage when it may hold studies (None for a journal that does not exist yet:
+    opening it would create the file)."""
+    journal = journal_path(suite, out_dir)
+    if journal is not None and not journal.is_file():
+        return None
+    return make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+
+
+def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_suite: bool = True) -> list[RowPlan]:
+    """Decide for every (data set, row) what this run does, from what the storage holds; refuse in
+    one line a row whose stored results were computed with other settings, or (``one_suite``) a
+    folder that holds another suite's tables."""
+    if one_suite:
+        _check_one_suite(suite, out_dir, storage)
+    stored = {(m.dataset, m.row): (sm, m) for sm, m in records.harness_studies(storage, suite.name)} if storage else {}
+    plans = []
+    for d_i, ds in enumerate(suite.datasets):
+        info, _ = registry.dataset(ds.name)
+        for r_i, row in enumerate(suite.all_rows()):
+            if not row.runs_on(ds):
+                continue
+            method = row_method(registry, suite, row)
+            plan = RowPlan(ds, row, method, d_i, r_i, row_settings(registry, suite, ds, row, method))
+            plans.append(plan)
+            if info.kind not in method.info.kinds:
+                plan.action, plan.note = "skipped", f"{method.name} does not support {info.kind} tasks"
+                continue
+            if (ds.label, row.name) in stored:
+                _plan_stored(plan, suite, storage, *stored[(ds.label, row.name)])
+    return plans
+
+
+def _check_one_suite(suite: Suite, out_dir: Path, storage) -> None:
+    """Tables of two suites in one folder would overwrite each other: refuse the second."""
+    import json
+
+    others: set[str] = set()
+    prov = Path(out_dir) / "provenance.json"
+    if prov.is_file():
+        try:
+            name = json.loads(prov.read_text()).get("suite")
+        except (ValueError, OSError, AttributeError):
+            name = None
+        if isinstance(name, str) and name != suite.name:
+            others.add(name)
+    if storage is not None and journal_path(suite, out_dir) == Path(out_dir) / "optuna.journal":
+        others |= {m.suite for _, m in records.harness_studies(storage)} - {suite.name}
+    if others:
+        raise ConfigError(f"{out_dir} holds the tables of suite {sorted(others)[0]!r}; those of {suite.name!r} would "
+                          "overwrite them: use --out for a new folder (or --fresh to replace them)")
+
+
+def _plan_stored(plan: RowPlan, suite: Suite, storage, summary, meta: records.StudyMeta) -> None:
+    name = study_name(suite, plan.ds, plan.row)
+    change = records.settings_change(meta, plan.settings)
+    if change is not None:
+        key, value = change
+        raise ConfigError(f"{name} was run with {key}={_text(value)}; use --fresh, or --out for a new folder")
+    budget = suite.budget(plan.row)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    seeds = [suite.seed_base + i for i in range(budget.seeds)]
+    results = stored_results(study)
+    notes = []
+    old = meta.settings.get("trials") if meta.settings else (meta.budget.trials if meta.budget else None)
+    if plan.row.tune:
+        if isinstance(old, int) and budget.trials > old:
+            notes.append(f"{budget.trials - old} more trials; the best is re-trained over the seeds if it changes")
+        if budget_used(study) < budget.trials and not notes:
+            notes.append(f"{budget.trials - budget_used(study)} trials still to run")
+        best = best_trial(study)
+        if best is None and summary.user_attrs.get(records.FAILURE) and not notes:
+            plan.action = "stored"
+            return
+        mark = summary.user_attrs.get(records.BEST_TRIAL)
+        fits = [s for s in seeds if s in results and best is not None
+                and results[s].get(records.BEST_TRIAL, mark) == best.number]
+    else:
+        fits = [s for s in seeds if s in results]
+    missing = len(seeds) - len(fits)
+    if missing and not notes:
+        notes.append(f"{missing} more seed re-run{'s' if missing > 1 else ''}")
+    recorded = meta.budget.seeds if meta.budget else None
+    if not notes and recorded is not None and budget.seeds < recorded:
+        plan.reseed = True
+        plan.note = f"{name}: showing {budget.seeds} of the {recorded} stored seeds"
+    plan.action = "extend" if notes else "stored"
+    if notes:
+        plan.note = f"{name}: " + "; ".join(notes)
+
+
+def _text(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def run_suite(
     suite: Suite,
     registry: Registry,
@@ -123,15 +315,65 @@ def run_suite(
     console: Console | None = None,
     progress: bool = True,
     cache_dir: Path | None = None,
+    fresh: bool = False,
 ) -> RunResult:
+    """Run what the suite asks and the storage lacks; see :func:`plan_suite` for what is reused.
+
+    Everything is validated (paths, data sets, label budgets, pinned values) before the output
+    folder or the storage is created, so bad input leaves nothing behind.
+    """
     console = console or Console(stderr=True)
+
+    def say(message: str) -> None:
+        console.print(message, highlight=False)
+
     device = resolve_device(suite.device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or Path(".harness-cache")
-    storage = make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
-    rows_methods = [(row, row_method(registry, suite, row)) for row in suite.all_rows()]  # unknown names fail here
+    check_paths(suite, out_dir)
+    if fresh and journal_path(suite, out_dir) is None:
+        move_aside(suite, out_dir, say)  # refuses: a database keeps its studies
+    storage = None if fresh else _existing_storage(suite, out_dir)
+    plans = plan_suite(suite, registry, out_dir, storage, one_suite=not fresh)
+    todo = [p for p in plans if p.action in ("new", "extend")]
+    if not todo:
+        if not any(p.action == "stored" for p in plans):
+            raise ConfigError(f"nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
+        return _show_stored(suite, plans, storage, out_dir, say)
+    tasks: dict[int, dict[bool, Task]] = {}
+    known: set[str] = set()
+    for plan in todo:  # every data set loads and every pinned value fits before anything is written
+        task = row_task(registry, suite, plan.ds, plan.row, device, _task_cache(tasks, plan.d_i))
+        if task.kind not in plan.method.info.kinds:
+            plan.action, plan.note = "skipped", f"{plan.method.name} does not support {task.kind} tasks"
+            continue
+        knows = check_pinned(plan.method, task.without_test(), suite.budget(plan.row).params)
+        unknown = sorted(set(plan.row.params) - knows)
+        if unknown:
+            raise ConfigError(f"{plan.row.name}: {plan.method.name} has no parameter or configuration key "
+                              f"{unknown[0]!r} (pinned in the row's params)")
+        known |= knows
+    unknown = sorted(set({**suite.params, **suite.overrides.params}) - known)
+    if unknown and any(p.action != "skipped" for p in todo):
+        methods = ", ".join(sorted({p.method.name for p in todo if p.action != "skipped"}))
+        raise ConfigError(f"no method of this run ({methods}) has a parameter or configuration key {unknown[0]!r} "
+                          "to pin (see `harness plugins` for each search space)")
+    todo = [p for p in todo if p.action != "skipped"]
+    if not todo and not any(p.action == "stored" for p in plans):
+        raise ConfigError("nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
+    if fresh:  # only now that the input is known to be good
+        move_aside(suite, out_dir, say)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+    except OSError as exc:  # permissions check out, the file system says no (read-only mount, /proc)
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise ConfigError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
+    from harness.report.provenance import gather, now  # the report layer loads once there is work
+
     shared = storages.is_shared(suite.storage)
     o = suite.overrides
     provenance = gather(
@@ -144,22 +386,23 @@ def run_suite(
         started_at=now(), plugins=plugin_distributions(registry),
     )
     outcomes: list[RowOutcome] = []
+    _reseed(plans, suite, storage, say)
     with _Progress(console, progress) as bars:
-        for d_i, ds in enumerate(suite.datasets):
-            tasks: dict[bool, Task] = {}
-            for r_i, (row, method) in enumerate(rows_methods):
-                if not row.runs_on(ds):
-                    continue
-                task = row_task(registry, suite, ds, row, device, tasks)
-                if task.kind not in method.info.kinds:
-                    outcomes.append(RowOutcome(ds.label, row.name, "skipped",
-                                               f"{method.name} does not support {task.kind} tasks"))
-                    continue
-                outcomes.append(run_row(
-                    suite, ds, row, method, task, storage, device, out_dir, bars=bars, d_i=d_i, r_i=r_i,
-                    provenance=provenance, cache_dir=cache_dir, plugin_modules=_plugin_modules(registry),
-                    say=lambda m: console.print(m, highlight=False),
-                ))
+        for plan in plans:
+            if plan.note and plan.action == "extend":
+                say(plan.note)
+            if plan.action == "skipped":
+                outcomes.append(RowOutcome(plan.ds.label, plan.row.name, "skipped", plan.note))
+                continue
+            if plan.action == "stored":
+                outcomes.append(RowOutcome(plan.ds.label, plan.row.name, "ok"))
+                continue
+            task = row_task(registry, suite, plan.ds, plan.row, device, _task_cache(tasks, plan.d_i))
+            outcomes.append(run_row(
+                suite, plan.ds, plan.row, plan.method, task, storage, device, out_dir, bars=bars, d_i=plan.d_i,
+                r_i=plan.r_i, provenance=provenance, cache_dir=cache_dir, plugin_modules=_plugin_modules(registry),
+                say=say, settings=plan.settings,
+            ))
     provenance["finished_at"] = now()
     # Rows whose results an earlier run computed keep that run's provenance.
     computed = {(o.dataset, o.row) for o in outcomes if o.ran_final}
@@ -171,6 +414,46 @@ def run_suite(
     report = suite_report(storage, suite, descriptions=method_descriptions(registry))
     paths = write_suite_tables(storage, suite, out_dir, report=report)
     return RunResult(out_dir=out_dir, rows=report.rows, outcomes=outcomes, paths=paths, report=report)
+
+
+def _task_cache(tasks: dict, d_i: int) -> dict:
+    """The per-data-set slice of the task cache that :func:`row_task` fills."""
+    return tasks.setdefault(d_i, {})
+
+
+def _reseed(plans: list[RowPlan], suite: Suite, storage, say: Callable[[str], None]) -> None:
+    """Rows asked for fewer seeds than stored: record the smaller budget, so the tables (and
+    ``harness report``) show the asked seeds only; the other seeds' results stay stored."""
+    for plan in plans:
+        if not plan.reseed:
+            continue
+        study = optuna.load_study(study_name=study_name(suite, plan.ds, plan.row), storage=storage)
+        meta = records.study_meta(study.user_attrs, study.study_name)
+        study.set_user_attr(records.META, dataclasses.replace(
+            meta, budget=suite.budget(plan.row), settings=plan.settings).to_attr())
+        say(plan.note)
+
+
+def _show_stored(suite: Suite, plans: list[RowPlan], storage, out_dir: Path,
+                 say: Callable[[str], None]) -> RunResult:
+    """Nothing to compute: say so in one line, write nothing to the storage, show the stored tables
+    (rebuilt from the storage only when the folder lacks them, e.g. beside a database)."""
+    stored = [p for p in plans if p.action == "stored"]
+    trials = sum(p.settings["trials"] for p in stored)
+    seeds = sum(p.settings["seeds"] for p in stored)
+    where = journal_path(suite, out_dir) or redact(str(suite.storage))
+    _reseed(plans, suite, storage, say)
+    say(f"all {trials} trials and {seeds} seed re-runs of {suite.name} are already stored in {where}; "
+        "showing the stored tables — use --fresh or --out to recompute")
+    outcomes = [RowOutcome(p.ds.label, p.row.name, "skipped" if p.action == "skipped" else "ok", p.note)
+                for p in plans]
+    summary = out_dir / "summary.md"
+    if summary.is_file() and not any(p.reseed for p in plans):
+        return RunResult(out_dir=out_dir, rows=[], outcomes=outcomes,
+                         paths={"summary_md": summary, "per_seed_csv": out_dir / "per_seed.csv"}, stored=True)
+    report = suite_report(storage, suite)
+    paths = write_suite_tables(storage, suite, out_dir, report=report)
+    return RunResult(out_dir=out_dir, rows=report.rows, outcomes=outcomes, paths=paths, report=report, stored=True)
 
 
 def _plugin_modules(registry: Registry) -> list[str]:
@@ -250,7 +533,8 @@ def open_study(suite: Suite, ds: DatasetSpec, row: RowSpec, storage, sampler_see
 def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, storage, device: torch.device,
             out_dir: Path, *, bars=None, d_i: int = 0, r_i: int = 0, provenance: dict[str, Any] | None = None,
             cache_dir: Path | None = None, plugin_modules: list[str] = (), max_trials: int | None = None,
-            worker: bool = False, say: Callable[[str], None] = lambda _: None) -> RowOutcome:
+            worker: bool = False, say: Callable[[str], None] = lambda _: None,
+            settings: dict[str, Any] | None = None) -> RowOutcome:
     """Tune one (data set, row) on val, then re-train the best over seeds and score test.
 
     ``worker``: a ``harness worker`` joining a study made by ``harness run``: it samples with a seed
@@ -270,7 +554,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             suite=suite.name, dataset=ds.label, row=row.name, method=method.name, plugin=method.plugin,
             dataset_order=d_i, row_order=r_i, sizes=task.sizes(), kind=task.kind,
             objectives=tuple(suite.objectives), cash=tuple(suite.cash) if row.method == "cash" else (),
-            spec=suite_spec(suite), plugin_modules=tuple(plugin_modules), budget=budget,
+            spec=suite_spec(suite), plugin_modules=tuple(plugin_modules), budget=budget, settings=settings,
         )
         study.set_user_attr(records.META, meta.to_attr())
         if records.PROVENANCE not in study.user_attrs:  # replaced when this run computes the row's results
@@ -311,9 +595,21 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     else:
         best, config = None, default_config(method, tune_task, budget.params)
     row_seeds = [suite.seed_base + i for i in range(budget.seeds)]
+    number = best.number if best is not None else None
+    earlier = study.user_attrs.get(records.BEST_TRIAL)
+
+    def fits(result: dict[str, Any]) -> bool:
+        """A stored seed result of the configuration re-trained now (results stored before they
+        were tagged belong to the study's recorded best trial)."""
+        return number is None or result.get(records.BEST_TRIAL, earlier) == number
 
     def done() -> bool:
-        return all(seed in stored_results(study) for seed in row_seeds)
+        results = stored_results(study)
+        return all(seed in results and fits(results[seed]) for seed in row_seeds)
+
+    if number is not None and earlier is not None and earlier != number and not done():
+        say(f"{study.study_name}: trial {number} is the new best (was trial {earlier}); "
+            f"re-training it over {len(row_seeds)} seeds")
 
     claim = claim_final(study, done, wait=not worker, say=say)
     ran_final = claim is not None
@@ -321,6 +617,9 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
         return RowOutcome(ds.label, row.name, "waiting", f"the seed re-runs of {study.study_name} run elsewhere")
     if claim is not None:
         try:
+            for seed, result in stored_results(study).items():  # another configuration's: withdrawn
+                if not fits(result):
+                    study.set_user_attr(records.result_key(seed), None)
             if best is not None:
                 study.set_user_attr(records.BEST_TRIAL, best.number)
                 study.set_user_attr(records.BEST_VAL_ACCURACY, val_accuracy(best))
@@ -328,6 +627,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             run_seeds(study, method, task, config, FinalSettings(
                 seeds=row_seeds, phase=phase, artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
                 calibrate=row.calibrate, shifts=parse_shifts(suite.shifts), ood=parse_ood(suite.ood),
+                best_trial=number,
             ), on_seed=lambda seed, r: bars.update(bar, advance=1))
             bars.update(bar, completed=len(row_seeds))
         except BaseException:

@@ -167,7 +167,42 @@ def _positive_int(value: Any, what: str) -> int:
     return value
 
 
+def _check_types(suite: Suite) -> None:
+    """Values of the wrong type are one-line errors here, not tracebacks (or silent truths) later."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for key in ("timeout", "trial_timeout"):
+        value = getattr(suite, key)
+        if value is not None and not number(value):
+            raise ConfigError(f"{key} must be a number of seconds, got {value!r}")
+    for key in ("sampler_seed", "data_seed", "seed_base"):
+        value = getattr(suite, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{key} ({flag}) must be a non-negative integer, got {value!r}")
+    for key in ("storage", "device", "sampler", "pruner"):
+        value = getattr(suite, key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+    for key in ("amp", "compile"):
+        if not isinstance(getattr(suite, key), bool):
+            raise ConfigError(f"{key} must be true or false, got {getattr(suite, key)!r}")
+    for row in suite.rows:
+        for key in ("tune", "all_labels"):
+            if not isinstance(getattr(row, key), bool):
+                raise ConfigError(f"{row.name}: {key} must be true or false, got {getattr(row, key)!r}")
+    for ds in suite.datasets:
+        for key in ("val_frac", "test_frac"):
+            value = getattr(ds, key)
+            if not number(value) or not 0 < value < 1:
+                raise ConfigError(f"{ds.name}: {key} must be a number between 0 and 1, got {value!r}")
+        if ds.label_fraction is not None and (not number(ds.label_fraction) or not 0 < ds.label_fraction <= 1):
+            raise ConfigError(f"{ds.name}: label_fraction must be a number in (0, 1], got {ds.label_fraction!r}")
+
+
 def validate(suite: Suite) -> Suite:
+    _check_types(suite)
     _positive_int(suite.trials, "trials")
     _positive_int(suite.seeds, "seeds")
     _positive_int(suite.epochs, "epochs")
@@ -315,7 +350,9 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise ConfigError(f"suite file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"suite file {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

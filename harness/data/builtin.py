@@ -62,11 +62,21 @@ def _csv(request: DatasetRequest) -> RawDataset:
         raise DataError(f"cannot read CSV {path}: {' '.join(str(exc).split())}") from None
     if target not in frame.columns:
         raise DataError(f"CSV {path} has no column {target!r} (columns: {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise DataError(f"CSV {path} has a header but no rows")
+    if frame.shape[1] < 2:
+        raise DataError(f"CSV {path} has no feature columns besides {target!r}")
     frame = frame.dropna(subset=[target])
+    if frame.empty:
+        raise DataError(f"CSV {path}: every row lacks a value in the target column {target!r}")
     labels, classes = pd.factorize(frame[target], sort=True)
+    if len(classes) < 2:
+        raise DataError(f"CSV {path}: the target column {target!r} holds one class only ({str(classes[0])!r}); "
+                        "classification needs two or more")
     features = pd.get_dummies(frame.drop(columns=[target]), dummy_na=False, dtype=np.float32)
     if features.shape[1] == 0:
         raise DataError(f"CSV {path} has no feature columns besides {target!r}")
+    _check_finite(features, path)
     values = features.to_numpy(dtype=np.float32)
     if np.isnan(values).any():
         col_means = np.nanmean(values, axis=0)
@@ -75,6 +85,21 @@ def _csv(request: DatasetRequest) -> RawDataset:
         x=torch.as_tensor(values), y=torch.as_tensor(labels, dtype=torch.long), kind="tabular",
         class_names=tuple(map(str, classes)), meta={"source": f"csv {path.name}", "target": target},
     )
+
+
+# Features beyond this magnitude overflow float32 once squared (standardising, distances): refused.
+_LARGEST = 1e18
+
+
+def _check_finite(features: pd.DataFrame, path: Path) -> None:
+    """Refuse ±inf and values too large for float32 arithmetic, naming the column and the row (NaN
+    is a missing value and is filled with the column mean)."""
+    values = features.to_numpy(dtype=np.float64)
+    bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > _LARGEST)
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise DataError(f"CSV {path}: column {features.columns[col]!r}, data row {int(features.index[row]) + 1} holds {float(values[row, col])!r}; "
+                        f"features must be finite and within ±{_LARGEST:g}")
 
 
 def _torchvision(request: DatasetRequest) -> RawDataset:
@@ -134,14 +159,14 @@ def _torchvision(request: DatasetRequest) -> RawDataset:
 @hookimpl
 def harness_datasets() -> list[DatasetInfo]:
     out = [
-        DatasetInfo(name, kind, desc, _sklearn, source="scikit-learn")
+        DatasetInfo(name, kind, desc, _sklearn, source="scikit-learn", options=())
         for name, (kind, desc) in _SKLEARN_SETS.items()
     ]
     out += [
         DatasetInfo("mnist5k", "image", "MNIST-5k: 5000 real 28×28 MNIST digits, 500 a class (vendored)",
-                    _mnist5k, source="MNIST (LeCun, Cortes, Burges), CC BY-SA 3.0"),
+                    _mnist5k, source="MNIST (LeCun, Cortes, Burges), CC BY-SA 3.0", options=()),
         DatasetInfo("csv", "tabular", "a CSV file: csv:path/to/file.csv with --target COLUMN",
-                    _csv, takes_argument=True),
+                    _csv, takes_argument=True, options=("target",)),
         DatasetInfo("tv", "image", "a torchvision data set by class name: tv:MNIST, tv:CIFAR10, tv:FakeData",
                     _torchvision, takes_argument=True, source="torchvision.datasets"),
     ]

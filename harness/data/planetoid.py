@@ -134,7 +134,7 @@ def _pyg(request: DatasetRequest) -> RawDataset:
 def harness_datasets() -> list[DatasetInfo]:
     return [
         DatasetInfo("cora", "graph", "Cora citation graph (2708 papers, 7 classes), public split 140/500/1000 (vendored)",
-                    _cora, source="Planetoid, MIT"),
+                    _cora, source="Planetoid, MIT", options=()),
         DatasetInfo("planetoid", "graph", "a folder of Planetoid files: planetoid:path/to/dir[:name]",
                     _planetoid_dir, takes_argument=True, source="Planetoid"),
         DatasetInfo("pyg", "graph", "a PyG node-classification data set by name (downloads): pyg:CiteSeer",

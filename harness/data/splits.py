@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from harness.errors import ConfigError, DataError
 
@@ -12,6 +11,8 @@ def stratified_split(
     y: torch.Tensor, val_frac: float, test_frac: float, seed: int
 ) -> dict[str, torch.Tensor]:
     """Train / val / test index tensors with class proportions kept, fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split  # scikit-learn loads when a split is drawn
+
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise ConfigError(f"split fractions val={val_frac}, test={test_frac} must be in (0, 1) and sum below 1")
     labels = y.cpu().numpy()

@@ -20,6 +20,11 @@ def load_raw(registry, spec: str, options: dict[str, Any] | None = None, root: s
     """Load a data set by name through the plugin that provides it (cached per process)."""
     info, arg = registry.dataset(spec)
     options = dict(options or {})
+    if info.options is not None:
+        unknown = sorted(set(options) - set(info.options))
+        if unknown:
+            takes = ", ".join(("classes", *info.options))
+            raise DataError(f"data set {spec!r} has no option {unknown[0]!r} (its options: {takes})")
     key = (spec, tuple(sorted((k, str(v)) for k, v in options.items())), root)
     if key not in _RAW_CACHE:
         request = DatasetRequest(name=info.name, argument=arg, options=options,

@@ -48,6 +48,7 @@ class FinalSettings:
     calibrate: str | None = None
     shifts: tuple[ShiftSpec, ...] = ()
     ood: tuple[str, ...] = ()
+    best_trial: int | None = None  # the tuning trial whose configuration this is: tags each result
 
 
 def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: FinalSettings) -> dict[str, Any]:
@@ -173,6 +174,8 @@ def run_seeds(
             raise
         except Exception as exc:  # third-party code: record the failure, keep the other seeds
             row = {"status": "FAIL", "reason": failure_reason(exc)}
+        if settings.best_trial is not None:
+            row[records.BEST_TRIAL] = settings.best_trial
         row = json.loads(json.dumps(row, default=float))  # what the storage will hold
         study.set_user_attr(records.result_key(seed), row)
         done[seed] = row

@@ -435,7 +435,7 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         for c in seeds.columns:
             if pd.api.types.is_float_dtype(seeds[c]):
                 seeds[c] = seeds[c].map(lambda v: "" if v != v else f"{v:.6g}")
-        seeds = seeds.fillna("")
+        seeds = seeds.astype(object).fillna("")  # integer columns with a gap (a FAIL row's seed) too
         classes = ["fail" if s != "ok" else "" for s in per_seed["status"]]
         sections.append(("seeds", "Per seed", f"<details><summary>{len(per_seed)} per-seed rows</summary>"
                          + table(seeds, per_seed[keep], row_classes=classes) + "</details>"))

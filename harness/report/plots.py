@@ -26,6 +26,18 @@ from harness.report.stats import RankResult  # noqa: E402
 DPI = 100
 
 
+def quiet_glyphs() -> None:
+    """Names in scripts the plotting font lacks (CJK, Devanagari …) draw as boxes; matplotlib's
+    "Glyph … missing from font" warning for each is noise in a report run, so it is silenced."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from (current )?font", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
+
+
+quiet_glyphs()
+
+
 @dataclass
 class StudyRecord:
     """A row's tuning study with the harness metadata that names it."""

@@ -51,9 +51,21 @@ def per_seed_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(per_seed_columns()))
+    for key in ("seed", "best_trial"):  # a FAIL row has no seed: keep the column integer, not float
+        if key in frame.columns:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce").astype("Int64")
     cols = [c for c in per_seed_columns() if c in frame.columns]
     extra = sorted(c for c in frame.columns if c not in cols and c != "suite")
     return frame[cols + extra]
+
+
+def nan_mean_std(vals: np.ndarray) -> tuple[float, float]:
+    """Mean and sample std over the finite values (NaN when none; std 0 for one): what np.nanmean
+    and np.nanstd give, without their "Mean of empty slice" / "Degrees of freedom" warnings."""
+    finite = vals[~np.isnan(vals)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else 0.0
 
 
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -77,8 +89,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
         for m in (*present, *numeric):
             vals = ok[m].astype(float).to_numpy()
             lo, hi = bootstrap_ci(vals)
-            row[f"{m}_mean"] = float(np.nanmean(vals))
-            row[f"{m}_std"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{m}_mean"], row[f"{m}_std"] = nan_mean_std(vals)
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = lo, hi
         for c in (*THROUGHPUT, "params_total", "params_trainable", "trainable_fraction", "peak_mem_mb", "fit_s", "wall_s"):
             if c in ok.columns:
@@ -134,7 +145,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[heading] = col.format(r.get(key))
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    return pd.DataFrame(rows).astype(object).fillna("")  # object first: no pandas fill-value warning
 
 
 def display_sort_keys(summary: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:

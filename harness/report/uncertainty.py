@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import COLUMNS, ECE_BINS, ECE_DEFINITION, all_metrics, column
-from harness.report.tables import _atomic_write, to_markdown
+from harness.report.tables import _atomic_write, nan_mean_std, to_markdown
 from harness.shift import SHIFT_UNITS
 
 # Beside every registered metric, the shift tables carry these where rows have them.
@@ -150,8 +150,7 @@ def shift_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
             vals = pd.to_numeric(g[m], errors="coerce").to_numpy(float)
             if np.isnan(vals).all():
                 continue
-            row[f"{m}_mean"] = float(np.nanmean(vals))
-            row[f"{m}_std"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{m}_mean"], row[f"{m}_std"] = nan_mean_std(vals)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -223,8 +222,7 @@ def ood_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
             col = f"auroc_{s}"
             if col in g and g[col].notna().any():
                 vals = g[col].astype(float).to_numpy()
-                row[f"{col}_mean"] = float(np.nanmean(vals))
-                row[f"{col}_std"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+                row[f"{col}_mean"], row[f"{col}_std"] = nan_mean_std(vals)
         out.append(row)
     return pd.DataFrame(out)
 
