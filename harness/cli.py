@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads torch may use (default: torch's choice; 1 is fastest on a busy machine)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    pl = sub.add_parser("plugins", help="list plugins, their methods, data sets and search spaces")
+    pl = sub.add_parser("plugins", help="list plugins, their methods and data sets (--spaces: search spaces)")
     pl.add_argument("--check", metavar="NAME", help="run a plugin's (or one method's) hooks on a tiny task")
-    pl.add_argument("--json", action="store_true", help="machine-readable listing")
+    pl.add_argument("--spaces", action="store_true",
+                    help="also sample each method's search space and defaults on a tiny task (loads torch and data)")
+    pl.add_argument("--json", action="store_true", help="machine-readable listing, search spaces included")
 
     sub.add_parser("datasets", help="list the data sets plugins provide")
 
@@ -135,7 +137,8 @@ def _cmd_plugins(args, registry, console) -> int:
                 console.print(f"   {note}", markup=False, highlight=False)
             bad += not r.ok
         return 1 if bad else 0
-    spaces, sampling = _search_spaces(registry)
+    # Sampling needs a real task, hence torch and a data set: only when asked, so the listing stays quick.
+    spaces, sampling = _search_spaces(registry) if args.spaces or args.json else ({}, [])
     problems = [str(p) for p in registry.problems] + sampling
     if args.json:
         data = {
@@ -162,13 +165,17 @@ def _cmd_plugins(args, registry, console) -> int:
         table.add_row(name, "[red]failed to load[/red]", "", "", "")
     console.print(table)
     mt = Table(title="methods")
-    for col in ("method", "plugin", "kinds", "search space", "description"):
+    for col in ("method", "plugin", "kinds", *(("search space",) if args.spaces else ()), "description"):
         mt.add_column(col)
     for name, m in registry.methods.items():
         replaced = registry.plugins[m.plugin].replaces.get(name)
         owner = m.plugin + (f" (replaces built-in {replaced!r})" if replaced else "")
-        mt.add_row(name, owner, ", ".join(m.info.kinds), spaces.get(name, ""), m.info.description)
+        mt.add_row(name, owner, ", ".join(m.info.kinds), *((spaces.get(name, ""),) if args.spaces else ()),
+                   m.info.description)
     console.print(mt)
+    if not args.spaces:
+        console.print("search spaces, and a check that each samples and that its defaults fit every task kind: "
+                      "`harness plugins --spaces`", highlight=False)
     if problems:
         console.print(f"{len(problems)} problem(s), listed at the top", highlight=False)
     return 1 if problems else 0

@@ -82,8 +82,12 @@ def test_datasets_and_plugins_listings(cli):
     assert datasets.returncode == 0 and "mnist5k" in datasets.stdout and "csv:<arg>" in datasets.stdout
     plugins = cli("plugins")
     assert plugins.returncode == 0
-    for word in ("supervised", "built-in", "label_smoothing", "optimizer", "search space"):
+    for word in ("supervised", "built-in", "label_smoothing", "--spaces"):
         assert word in plugins.stdout
+    spaces = cli("plugins", "--spaces")
+    assert spaces.returncode == 0, spaces.stdout[-2000:]
+    for word in ("optimizer", "search space"):
+        assert word in spaces.stdout
 
 
 def test_a_row_can_run_on_some_data_sets_with_its_own_budget(cli, tmp_path):
