@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness.errors import ConfigError, HarnessError
+from harness.redaction import redact
 from harness.samplers import PRUNERS, SAMPLERS
 
 EXIT_USAGE = 2
@@ -18,7 +19,7 @@ EXIT_INTERRUPTED = 130
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
-        self.exit(EXIT_USAGE, f"harness: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, redact(f"harness: error: {message} (see `{self.prog} --help`)\n"))
 
 
 def _parse_value(text: str) -> Any:
@@ -316,7 +317,7 @@ def _cmd_run(args, registry, console) -> int:
 
     suite = _suite_from_args(args, registry)  # a broken plugin this run uses is an error here
     for prob in registry.problems:  # the others: once, before any work
-        print(f"harness: warning: {prob}", file=sys.stderr)
+        print(f"harness: warning: {redact(str(prob))}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / suite.name
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
@@ -330,12 +331,12 @@ def _cmd_run(args, registry, console) -> int:
                           highlight=False)
     for o in result.outcomes:
         if o.status == "skipped":
-            console.print(f"skipped {o.dataset} · {o.row}: {o.detail}", highlight=False)
+            console.print(redact(f"skipped {o.dataset} · {o.row}: {o.detail}"), highlight=False)
     failed = [o for o in result.outcomes if o.status in ("FAIL", "partial")]
     owners = {row.name: registry.methods[row.method].plugin for row in suite.all_rows() if row.method in registry.methods}
     for o in failed:
         plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
-        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}", file=sys.stderr)
+        print(redact(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}"), file=sys.stderr)
     return EXIT_USAGE if failed else 0
 
 
@@ -432,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = load_plugins(modules=args.plugin)
         return COMMANDS[args.command](args, registry, console)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted; everything finished so far is stored — run the same command again to resume",

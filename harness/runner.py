@@ -158,7 +158,7 @@ def run_suite(
                 outcomes.append(run_row(
                     suite, ds, row, method, task, storage, device, out_dir, bars=bars, d_i=d_i, r_i=r_i,
                     provenance=provenance, cache_dir=cache_dir, plugin_modules=_plugin_modules(registry),
-                    say=lambda m: console.print(m, highlight=False),
+                    say=lambda m: console.print(redact(m), highlight=False),
                 ))
     provenance["finished_at"] = now()
     # Rows whose results an earlier run computed keep that run's provenance.
