@@ -15,7 +15,7 @@ MASK = "***"
 # scheme://user:PASSWORD@ — the password runs to the last "@" of the word, so an unencoded "@" in it
 # is masked too; a URL without a password (scheme://user@host) is left alone.
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)(?P<secret>[^\s'\"]*)@")
-_SETTING = re.compile(r"(?i)(?P<head>\b[\w-]*(?:password|passwd|pwd)\s*[=:]\s*['\"]?)(?P<secret>[^\s'\"&;,]+)")
+_SETTING = re.compile(r"(?i)(?P<head>\b[\w-]*(?:password|passwd|pwd)['\"]?\s*[=:]\s*['\"]?)(?P<secret>[^\s'\"&;,]+)")
 
 
 def redact(text: str) -> str:
