@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,12 +40,34 @@ def _params(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def threads_for(choice: str, torch_default: int) -> int:
+    """The torch thread count for ``--threads``: a positive integer as given, or for ``auto`` the cores
+    that the 1-minute load average leaves free (at least 1, at most ``torch_default``). On a busy
+    machine several threads per process fight each other and the other processes for the cores and
+    run many times slower than one; on an idle one all cores help."""
+    if choice != "auto":
+        try:
+            n = int(choice)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"--threads must be a positive integer or auto, got {choice!r}")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: torch's choice
+        return torch_default
+    return max(1, min(torch_default, int(cores - busy)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Tune, re-train over seeds and compare deep-learning methods.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="also load this importable module as a plugin (repeatable)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads torch may use (default: torch's choice; 1 is fastest on a busy machine)")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="CPU threads torch may use; auto (default): the cores the 1-minute load average leaves "
+                        "free, at least 1 and at most torch's own choice (results depend on it; it is recorded)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pl = sub.add_parser("plugins", help="list plugins, their methods and data sets (--spaces: search spaces)")
@@ -420,12 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped output is read by people and tests alike: wide tables, no hard wrapping of messages.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+        computes = args.command in ("run", "worker", "bench") or (
+            args.command == "plugins" and (args.check or args.spaces or args.json))
+        if args.threads != "auto" or computes:  # listing and describing never import torch
             import torch
 
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(threads_for(args.threads, torch.get_num_threads()))
         if args.command == "new-plugin":  # writes files; needs no plugin
             return COMMANDS[args.command](args, None, console)
         from harness.plugins import load_plugins
