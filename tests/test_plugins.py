@@ -349,7 +349,7 @@ def test_plugin_distributions_are_recorded_in_the_provenance(tmp_path):
         sys.path.remove(str(site))
     dists = plugin_distributions(reg)
     assert dists["centroid"] == "harness-fixture-centroid 0.1"
-    assert dists["supervised"].startswith("harness ")
+    assert dists["supervised"].startswith("harness-automl ")
     assert dists["fixture_plugins.duplicate"] == "module fixture_plugins.duplicate"
     prov = gather(plugins=dists)
     assert prov["plugins"] == dists
