@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +11,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness.errors import ConfigError, HarnessError
+from harness.redaction import redact
 from harness.samplers import PRUNERS, SAMPLERS
 
 EXIT_USAGE = 2
@@ -18,7 +20,7 @@ EXIT_INTERRUPTED = 130
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
-        self.exit(EXIT_USAGE, f"harness: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, redact(f"harness: error: {message} (see `{self.prog} --help`)\n"))
 
 
 def _parse_value(text: str) -> Any:
@@ -38,17 +40,55 @@ def _params(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+# The thread pools besides torch's: numpy's and scipy's BLAS, scikit-learn's OpenMP. They read these
+# when first loaded, so they are set before any of them is imported.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_for(choice: str) -> int:
+    """The thread count for ``--threads``: a positive integer as given, or for ``auto`` the cores that
+    the 1-minute load average leaves free (rounded, at least 1). On a busy machine several threads per process
+    fight each other and the other processes for the cores: OpenBLAS's spinning threads made a
+    scikit-learn logistic regression on digits 100 times slower than one thread did."""
+    if choice != "auto":
+        try:
+            n = int(choice)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"--threads must be a positive integer or auto, got {choice!r}")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return cores
+    return max(1, min(cores, round(cores - busy)))
+
+
+def set_threads(n: int) -> None:
+    """Give torch and the BLAS/OpenMP pools ``n`` threads (a pool the environment already sizes keeps it)."""
+    for var in THREAD_ENV:
+        os.environ.setdefault(var, str(n))
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Tune, re-train over seeds and compare deep-learning methods.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="also load this importable module as a plugin (repeatable)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads torch may use (default: torch's choice; 1 is fastest on a busy machine)")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="CPU threads for torch and BLAS; auto (default): the cores the 1-minute load average "
+                        "leaves free, at least 1 (results depend on it; it is recorded)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    pl = sub.add_parser("plugins", help="list plugins, their methods, data sets and search spaces")
+    pl = sub.add_parser("plugins", help="list plugins, their methods and data sets (--spaces: search spaces)")
     pl.add_argument("--check", metavar="NAME", help="run a plugin's (or one method's) hooks on a tiny task")
-    pl.add_argument("--json", action="store_true", help="machine-readable listing")
+    pl.add_argument("--spaces", action="store_true",
+                    help="also sample each method's search space and defaults on a tiny task (loads torch and data)")
+    pl.add_argument("--json", action="store_true", help="machine-readable listing, search spaces included")
 
     sub.add_parser("datasets", help="list the data sets plugins provide")
 
@@ -137,7 +177,8 @@ def _cmd_plugins(args, registry, console) -> int:
                 console.print(f"   {note}", markup=False, highlight=False)
             bad += not r.ok
         return 1 if bad else 0
-    spaces, sampling = _search_spaces(registry)
+    # Sampling needs a real task, hence torch and a data set: only when asked, so the listing stays quick.
+    spaces, sampling = _search_spaces(registry) if args.spaces or args.json else ({}, [])
     problems = [str(p) for p in registry.problems] + sampling
     if args.json:
         data = {
@@ -164,13 +205,17 @@ def _cmd_plugins(args, registry, console) -> int:
         table.add_row(name, "[red]failed to load[/red]", "", "", "")
     console.print(table)
     mt = Table(title="methods")
-    for col in ("method", "plugin", "kinds", "search space", "description"):
+    for col in ("method", "plugin", "kinds", *(("search space",) if args.spaces else ()), "description"):
         mt.add_column(col)
     for name, m in registry.methods.items():
         replaced = registry.plugins[m.plugin].replaces.get(name)
         owner = m.plugin + (f" (replaces built-in {replaced!r})" if replaced else "")
-        mt.add_row(name, owner, ", ".join(m.info.kinds), spaces.get(name, ""), m.info.description)
+        mt.add_row(name, owner, ", ".join(m.info.kinds), *((spaces.get(name, ""),) if args.spaces else ()),
+                   m.info.description)
     console.print(mt)
+    if not args.spaces:
+        console.print("search spaces, and a check that each samples and that its defaults fit every task kind: "
+                      "`harness plugins --spaces`", highlight=False)
     if problems:
         console.print(f"{len(problems)} problem(s), listed at the top", highlight=False)
     return 1 if problems else 0
@@ -311,7 +356,7 @@ def _cmd_run(args, registry, console) -> int:
 
     suite = _suite_from_args(args, registry)  # a broken plugin this run uses is an error here
     for prob in registry.problems:  # the others: once, before any work
-        print(f"harness: warning: {prob}", file=sys.stderr)
+        print(f"harness: warning: {redact(str(prob))}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / suite.name
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
@@ -331,12 +376,12 @@ def _cmd_run(args, registry, console) -> int:
                           highlight=False)
     for o in result.outcomes:
         if o.status == "skipped":
-            console.print(f"skipped {o.dataset} · {o.row}: {o.detail}", highlight=False)
+            console.print(redact(f"skipped {o.dataset} · {o.row}: {o.detail}"), highlight=False)
     failed = [o for o in result.outcomes if o.status in ("FAIL", "partial")]
     owners = {row.name: registry.methods[row.method].plugin for row in suite.all_rows() if row.method in registry.methods}
     for o in failed:
         plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
-        print(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}", file=sys.stderr)
+        print(redact(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}"), file=sys.stderr)
     return EXIT_USAGE if failed else 0
 
 
@@ -425,12 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped output is read by people and tests alike: wide tables, no hard wrapping of messages.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
-            import torch
-
-            torch.set_num_threads(args.threads)
+        computes = args.command in ("run", "worker", "bench") or (
+            args.command == "plugins" and (args.check or args.spaces or args.json))
+        if args.threads != "auto" or computes:  # listing and describing never import torch
+            set_threads(threads_for(args.threads))
         if args.command == "new-plugin":  # writes files; needs no plugin
             return COMMANDS[args.command](args, None, console)
         from harness.plugins import load_plugins
@@ -438,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = load_plugins(modules=args.plugin)
         return COMMANDS[args.command](args, registry, console)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted; everything finished so far is stored — run the same command again to resume",

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from harness.task import Task
 
 Defaults = Union[dict[str, Any], Callable[["Task"], dict[str, Any]]]

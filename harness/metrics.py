@@ -20,19 +20,23 @@ adds a metric through the ``harness_metrics`` hook (:mod:`harness.hookspecs`).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from harness.errors import PluginError
 
+if TYPE_CHECKING:  # torch loads with the first computation: listing plugins reads only the registry
+    import torch
+
 ECE_BINS = 15
 ECE_DEFINITION = f"top-label ECE, {ECE_BINS} equal-width bins over (0,1], confidence 1.0 in the last bin"
-_EPS = torch.finfo(torch.float64).eps
+_EPS = sys.float_info.epsilon  # float64's machine epsilon
 
 
 def _as64(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     return probs.detach().to("cpu", torch.float64), labels.detach().to("cpu", torch.long)
 
 
@@ -48,6 +52,8 @@ def nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    import torch
+
     probs, labels = _as64(probs, labels)
     onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
     return ((probs - onehot) ** 2).sum(1).mean().item()
@@ -73,6 +79,8 @@ class ReliabilityBins:
 
 
 def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> ReliabilityBins:
+    import torch
+
     probs, labels = _as64(probs, labels)
     conf, pred = probs.max(1)
     correct = (pred == labels).double()

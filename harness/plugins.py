@@ -22,10 +22,9 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pluggy
-import torch
 
 from harness import hookspecs
 from harness import metrics as metric_registry
@@ -34,6 +33,9 @@ from harness.errors import ConfigError, PluginError, PluginOutputError, UnknownM
 from harness.info import DatasetInfo, MethodInfo
 from harness.metrics import Metric
 from harness.predictions import Predictions, check_probabilities
+
+if TYPE_CHECKING:
+    import torch
 
 DISTRIBUTION = "harness-automl"  # what `pip install` names; the import package is `harness`
 ENTRY_POINT_GROUP = "harness_automl"

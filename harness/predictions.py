@@ -7,11 +7,12 @@ written before :class:`Predictions` existed put sampled predictions on ``ctx.ext
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import PluginOutputError
+
+if TYPE_CHECKING:
+    import torch
 
 MEMBER_PROBS = "member_probs"  # the older side channel on ``ctx.extras``
 
@@ -44,6 +45,8 @@ class Predictions:
 
 def check_probabilities(probs: Any, n: int, k: int | None, method: str) -> torch.Tensor:
     """Validate what ``harness_evaluate`` returned and convert it to a float64 CPU tensor."""
+    import torch
+
     if not isinstance(probs, torch.Tensor):
         try:
             probs = torch.as_tensor(probs)

@@ -264,7 +264,8 @@ def collect_provenance(storage, suite: str | None = None) -> dict[str, Any]:
     ordered = sorted(runs.values(), key=lambda pr: str(pr[0].get("finished_at", "")))
     prov = dict(ordered[-1][0])
     if len(ordered) > 1:
-        prov["earlier_runs"] = [{"rows": rows, **{k: p.get(k) for k in ("command", "git_commit", "started_at", "finished_at")}}
+        keys = ("command", "git_commit", "started_at", "finished_at", "device", "torch_threads", "hardware")
+        prov["earlier_runs"] = [{"rows": rows, **{k: p.get(k) for k in keys}}
                                 for p, rows in ordered[:-1]]
     if budgets:
         prov["budgets"] = budgets

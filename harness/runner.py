@@ -325,7 +325,7 @@ def run_suite(
     console = console or Console(stderr=True)
 
     def say(message: str) -> None:
-        console.print(message, highlight=False)
+        console.print(redact(message), highlight=False)
 
     device = resolve_device(suite.device)
     out_dir = Path(out_dir)

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness import records
 from harness.errors import ConfigError
+from harness.redaction import redact as redact_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -46,14 +47,8 @@ FINAL_LOCK = "{study}#final{generation}"
 # -- URLs and passwords -----------------------------------------------------------------------
 
 def redact(url: str) -> str:
-    """A storage URL with any password replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
+    """A storage URL (or any text) with every password replaced by ``***``."""
+    return redact_text(url)
 
 
 def one_line(exc: BaseException, secret: str | None = None) -> str:
@@ -64,7 +59,7 @@ def one_line(exc: BaseException, secret: str | None = None) -> str:
         password = _password(secret)
         if password:
             text = text.replace(password, "***")
-    return text
+    return redact_text(text)
 
 
 def _password(url: str) -> str | None:

@@ -80,9 +80,9 @@ def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_
     console.print(f"worker {worker_id()} on {study_name} ({redact(url)})", highlight=False)
     with _sigterm_as_interrupt():
         outcome = run_row(suite, ds, row, method, task, storage, dev, out_dir, max_trials=n_trials,
-                          worker=True, say=lambda m: console.print(m, highlight=False))
+                          worker=True, say=lambda m: console.print(redact(m), highlight=False))
     if outcome.status == "waiting":
-        console.print(outcome.detail, highlight=False)
+        console.print(redact(outcome.detail), highlight=False)
         return 0
     if outcome.status in ("ok", "partial", "FAIL") and outcome.ran_final:
         paths = write_suite_tables(storage, suite, out_dir)
@@ -90,6 +90,6 @@ def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_
     elif outcome.status == "ok":
         console.print(f"{study_name}: the search and its seed re-runs are complete", highlight=False)
     if outcome.status in ("FAIL", "partial"):
-        console.print(f"harness: error: {meta.dataset} · {meta.row}: {outcome.detail}", highlight=False)
+        console.print(redact(f"harness: error: {meta.dataset} · {meta.row}: {outcome.detail}"), highlight=False)
         return 2
     return 0

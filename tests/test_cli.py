@@ -82,8 +82,12 @@ def test_datasets_and_plugins_listings(cli):
     assert datasets.returncode == 0 and "mnist5k" in datasets.stdout and "csv:<arg>" in datasets.stdout
     plugins = cli("plugins")
     assert plugins.returncode == 0
-    for word in ("supervised", "built-in", "label_smoothing", "optimizer", "search space"):
+    for word in ("supervised", "built-in", "label_smoothing", "--spaces"):
         assert word in plugins.stdout
+    spaces = cli("plugins", "--spaces")
+    assert spaces.returncode == 0, spaces.stdout[-2000:]
+    for word in ("optimizer", "search space"):
+        assert word in spaces.stdout
 
 
 def test_a_row_can_run_on_some_data_sets_with_its_own_budget(cli, tmp_path):
@@ -111,3 +115,20 @@ def test_row_data_sets_are_checked(cli, tmp_path, rows, fragment):
     (tmp_path / "s.yaml").write_text(f"datasets: [digits]\nmethods: {rows}\n")
     proc = cli("run", "--suite", "s.yaml", "--trials", "1", "--seeds", "1", "--no-progress", "--out", "o")
     _one_line_error(proc, fragment or "datasets digits@5 not in the suite")
+
+
+def test_threads_auto_leaves_busy_cores_alone(monkeypatch):
+    from harness.cli import threads_for
+    from harness.errors import ConfigError
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert threads_for("auto") == 2
+    monkeypatch.setattr("os.getloadavg", lambda: (1.2, 0.5, 0.5))
+    assert threads_for("auto") == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert threads_for("auto") == 1
+    assert threads_for("3") == 3
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(ConfigError, match="positive integer or auto"):
+            threads_for(bad)

@@ -137,7 +137,7 @@ def test_sample_class_agreement_tells_a_model_that_follows_its_condition_from_on
 # ----------------------------------------------------------------------------- methods
 
 def _vae_negative_elbo(fitted, task):
-    from harness_plugins.generative.methods import _vae_log_weights
+    from harness_plugins.generative.training import _vae_log_weights
 
     return -_vae_log_weights(fitted.model, task.val.x, 1, 0)[0].gather(1, task.val.y[:, None]).mean().item()
 

@@ -18,7 +18,7 @@ from harness.data.planetoid import PLANETOID_PARTS
 from harness.errors import ConfigError, DataError
 from harness.info import DatasetInfo, RawDataset
 from harness.metrics import accuracy
-from harness_plugins.graph.methods import LossAccuracyPatience, WindowStopping, stopping_rule
+from harness_plugins.graph.stopping import LossAccuracyPatience, WindowStopping, stopping_rule
 
 pytest.importorskip("torch_geometric")
 

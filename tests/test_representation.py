@@ -12,7 +12,7 @@ from harness.data import load_task
 from harness.metrics import accuracy
 from harness.toolkit.models import create_model
 from harness.toolkit.pretrain import byol_loss, nt_xent, view_augment
-from harness_plugins.representation.methods import pretraining_images
+from harness_plugins.representation.training import pretraining_images
 
 TINY = {"model": "cnn3", "width": 16, "pretrain_epochs": 3, "pretrain_batch_size": 128, "probe_epochs": 30}
 

@@ -13,7 +13,7 @@ from harness.metrics import accuracy
 from harness.toolkit.models import create_model
 from harness.toolkit.pretrain import cached_pretrain, freeze
 from harness_plugins.transfer.adapters import BottleneckAdapter, insert_adapters
-from harness_plugins.transfer.methods import source_backbone
+from harness_plugins.transfer.training import source_backbone
 
 TINY = {"model": "cnn", "width": 32, "stages": 2, "source": "digits", "source_classes": "0-4",
         "pretrain_epochs": 5, "batch_size": 32, "lr": 3e-3, "reduction": 4}

@@ -6,14 +6,11 @@ import inspect
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
 from harness.errors import DataError
 from harness.hookspecs import hookimpl
 from harness.info import DatasetInfo, DatasetRequest, RawDataset
 
+# numpy, pandas and torch are imported by each loader: listing the data sets must not load them.
 _SKLEARN_SETS = {
     "digits": ("image", "scikit-learn digits: 1797 8×8 grey images of handwritten digits, 10 classes"),
     "iris": ("tabular", "scikit-learn iris: 150 flowers, 4 features, 3 classes"),
@@ -23,6 +20,7 @@ _SKLEARN_SETS = {
 
 
 def _sklearn(request: DatasetRequest) -> RawDataset:
+    import torch
     from sklearn import datasets
 
     bunch = getattr(datasets, f"load_{request.name}")()
@@ -37,6 +35,9 @@ def _sklearn(request: DatasetRequest) -> RawDataset:
 
 
 def _mnist5k(request: DatasetRequest) -> RawDataset:
+    import numpy as np
+    import torch
+
     path = resources.files("harness.data") / "_data" / "mnist_5k.csv.gz"
     with resources.as_file(path) as p, gzip.open(p, "rt") as fh:
         arr = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
@@ -50,6 +51,10 @@ def _mnist5k(request: DatasetRequest) -> RawDataset:
 
 
 def _csv(request: DatasetRequest) -> RawDataset:
+    import numpy as np
+    import pandas as pd
+    import torch
+
     path = Path(request.argument or "").expanduser()
     target = request.options.get("target")
     if not target:
@@ -109,6 +114,7 @@ def _torchvision(request: DatasetRequest) -> RawDataset:
     test parts are pooled and re-split by the core so every data set follows the same protocol.
     ``max_examples`` caps the size. ``tv:FakeData`` needs no files at all.
     """
+    import torch
     import torchvision
     from torchvision.transforms.functional import pil_to_tensor
 

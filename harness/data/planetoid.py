@@ -16,13 +16,14 @@ import warnings
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import DataError
 from harness.hookspecs import hookimpl
 from harness.info import DatasetInfo, DatasetRequest, RawDataset
+
+if TYPE_CHECKING:
+    import torch
 
 PLANETOID_PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import Column, all_metrics, column
+from harness.redaction import redact
 from harness.report.provenance import provenance_markdown
 from harness.report.stats import bootstrap_ci
 
@@ -196,5 +197,6 @@ def write_tables(out_dir: Path, per_seed: pd.DataFrame, summary: pd.DataFrame, s
         + "<pre>" + html.escape(how) + "</pre></body></html>\n"
     )
     _atomic_write(paths["summary_html"], page)
-    _atomic_write(paths["provenance_json"], json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+    # Masked again here: a run stored by an older version may hold a credential in its command line.
+    _atomic_write(paths["provenance_json"], redact(json.dumps(provenance, indent=2, sort_keys=True, default=str)) + "\n")
     return paths

@@ -30,6 +30,7 @@ from harness.errors import ConfigError
 from harness.task import Split, Task
 from harness.toolkit.augment import Augment
 from harness.toolkit.models import Classifier
+from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe  # noqa: F401  (public here too)
 from harness.toolkit.train import EMA, TrainConfig, predict_logits, train, val_accuracy
 
 CACHE_VERSION = 1  # bump when a change here alters what a cached state means
@@ -78,9 +79,6 @@ class ViewAugment(Augment):
             hole = (in_r[:, :, None] & in_c[:, None, :]).unsqueeze(1)
             out = out.masked_fill(hole, 0.0)
         return out
-
-
-VIEW_STRENGTHS = ("light", "medium", "strong")
 
 
 def view_augment(strength: str, hflip: bool = False) -> ViewAugment:
@@ -216,12 +214,6 @@ def stage_seed(ctx: FitContext) -> int:
 
 # -- the two pre-training recipes -------------------------------------------------------------
 
-PRETRAIN_DEFAULTS: dict[str, Any] = {
-    "pretrain_epochs": 20, "pretrain_lr": 2e-3, "pretrain_batch_size": 256, "pretrain_weight_decay": 1e-5,
-    "temperature": 0.2, "proj_dim": 64, "views": "medium", "ema_decay": 0.99,
-}
-
-
 def _stage_train_config(config: dict[str, Any], batch_size: int | None = None) -> TrainConfig:
     c = {**PRETRAIN_DEFAULTS, **config}
     return TrainConfig(optimizer="adamw", lr=float(c["pretrain_lr"]), weight_decay=float(c["pretrain_weight_decay"]),
@@ -317,10 +309,6 @@ def standardized_head(encoder: nn.Module, task: Task, ctx: FitContext, feats: to
     return head.to(ctx.device)
 
 
-PROBE_DEFAULTS: dict[str, Any] = {"probe_lr": 1e-2, "probe_weight_decay": 1e-4, "probe_epochs": 60,
-                                  "probe_batch_size": 256}
-
-
 def fit_probe(model: Classifier, task: Task, config: dict[str, Any], ctx: FitContext) -> Classifier:
     """Freeze ``model.encoder`` and train a new linear head on its features of the labelled train
     split. Features are computed once (the encoder never changes); the head standardises them with
@@ -340,15 +328,6 @@ def fit_probe(model: Classifier, task: Task, config: dict[str, Any], ctx: FitCon
                       batch_size=int(c["probe_batch_size"]), epochs=int(c["probe_epochs"]), schedule="cosine")
     train(head, step, len(feats), cfg, ctx, val_fn=lambda: val_accuracy(head, val, ctx))
     return model
-
-
-def suggest_probe(trial) -> dict[str, Any]:
-    """The linear-probe part of a search space."""
-    return {
-        "probe_lr": trial.suggest_float("probe_lr", 1e-3, 5e-2, log=True),
-        "probe_weight_decay": trial.suggest_float("probe_weight_decay", 1e-6, 1e-1, log=True),
-        "probe_epochs": trial.suggest_int("probe_epochs", 30, 120, step=30),
-    }
 
 
 __all__ = [

@@ -27,8 +27,8 @@ from torch import nn
 from harness.context import FitContext
 from harness.errors import ConfigError, DivergedError
 from harness.task import Split
+from harness.toolkit.spaces import LR_RANGES, OPTIMIZERS, suggest_optimizer  # noqa: F401  (public here too)
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -71,24 +71,6 @@ def build_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# Default learning rates per optimiser, log-uniform ranges a search space samples from.
-LR_RANGES = {
-    "sgd": (1e-3, 0.5), "momentum": (1e-3, 0.3), "nesterov": (1e-3, 0.3), "adagrad": (1e-3, 0.3),
-    "rmsprop": (1e-4, 1e-2), "adam": (1e-4, 3e-2), "adamw": (1e-4, 3e-2),
-}
-
-
-def suggest_optimizer(trial, optimizers: Iterable[str] = ("adamw", "adam", "momentum"), prefix: str = "") -> dict[str, Any]:
-    """The optimiser part of a search space: optimiser, its learning rate, weight decay."""
-    name = trial.suggest_categorical(f"{prefix}optimizer", list(optimizers))
-    lo, hi = LR_RANGES[name]
-    return {
-        "optimizer": name,
-        "lr": trial.suggest_float(f"{prefix}lr", lo, hi, log=True),
-        "weight_decay": trial.suggest_float(f"{prefix}weight_decay", 1e-6, 1e-2, log=True),
-    }
 
 
 @dataclass

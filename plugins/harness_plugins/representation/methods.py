@@ -15,22 +15,21 @@ The encoder is any model of the registry (``cnn3`` at width 16 by default, ``cnn
 probe's softmax gives the probabilities; the parameter columns count the frozen encoder and the
 probe, of which only the probe trains. Pre-trained encoders are cached under ``ctx.cache_dir`` by
 configuration, data and seed, so tuning the probe does not pre-train again.
+
+The hooks in this module describe the methods and sample their spaces without importing torch; pre-training
+and the probe are in :mod:`harness_plugins.representation.training`, imported with the first fit.
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness import hookimpl
 from harness.info import MethodInfo
-from harness.task import Task
-from harness.toolkit.models import Classifier, network_from_config
-from harness.toolkit.pretrain import (
-    PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, SelfSupervised, cached_pretrain, data_digest,
-    encoder_spec, fit_probe, pretrain_self_supervised, stage_seed, suggest_probe,
-)
-from harness.toolkit.train import predict_proba
+from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe
+
+if TYPE_CHECKING:
+    from harness.context import FitContext
+    from harness.task import Split, Task
 
 _ENCODER_DEFAULTS = {"model": "cnn3", "width": 16, "pretrained": False}
 _SSL_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "proj_dim", "views")
@@ -76,41 +75,15 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     return cfg
 
 
-def pretraining_images(task: Task) -> torch.Tensor:
-    """Every training image, labelled or not, in data-set order: the same tensor (and so the same
-    cache entry) whatever label budget splits it."""
-    parts = [task.train] + ([task.unlabeled] if task.unlabeled is not None else [])
-    x = torch.cat([p.x for p in parts])
-    if all(p.index is not None for p in parts):
-        x = x[torch.argsort(torch.cat([p.index for p in parts]))]
-    return x
+@hookimpl
+def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
+    from harness_plugins.representation import training  # torch loads with the first fit, not with the listing
+
+    return training.fit(method, task, config, ctx)
 
 
 @hookimpl
-def harness_fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
-    model = network_from_config(config, task, default="cnn")
-    if method in OBJECTIVES:
-        objective = OBJECTIVES[method]
-        x = pretraining_images(task)
-        hflip = bool(task.meta.get("hflip", False))
-        stage = {k: config.get(k, PRETRAIN_DEFAULTS[k]) for k in _SSL_KEYS}
-        stage.update(temperature=config.get("temperature") if objective == "contrastive" else None,
-                     ema_decay=config.get("ema_decay") if objective == "byol" else None)
+def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
+    from harness_plugins.representation import training
 
-        def build() -> SelfSupervised:
-            net = network_from_config(config, task, default="cnn")
-            return SelfSupervised(net.encoder, net.feature_dim, objective, proj_dim=int(stage["proj_dim"]))
-
-        ssl, _ = cached_pretrain(
-            build, lambda net, stage_ctx: pretrain_self_supervised(net, x, config, stage_ctx, hflip),
-            what={"stage": "self-supervised", "objective": objective, **encoder_spec(config), **stage,
-                  "hflip": hflip, "shape": list(task.input_shape)},
-            data=data_digest(x), seed=stage_seed(ctx), ctx=ctx,
-        )
-        model.encoder = ssl.encoder
-    return fit_probe(model, task, config, ctx)
-
-
-@hookimpl
-def harness_evaluate(method: str, fitted: Classifier, split, ctx) -> torch.Tensor:
-    return predict_proba(fitted, split.x, ctx)
+    return training.evaluate(method, fitted, split, ctx)

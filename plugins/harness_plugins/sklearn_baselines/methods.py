@@ -5,13 +5,14 @@ method's row can be read against a strong classical baseline tuned with the same
 """
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness import hookimpl
 from harness.info import MethodInfo
+
+if TYPE_CHECKING:  # numpy, torch and scikit-learn load with the first fit, not with the listing
+    import numpy as np
+    import torch
 
 KINDS = ("image", "tabular", "graph")
 
@@ -46,6 +47,8 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
+    import numpy as np
+
     return x.detach().reshape(x.shape[0], -1).cpu().numpy().astype(np.float64)
 
 
@@ -83,6 +86,9 @@ def harness_fit(method: str, task, config: dict[str, Any], ctx):
 
 @hookimpl
 def harness_evaluate(method: str, fitted: _Fitted, split, ctx) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     proba = fitted.model.predict_proba(_numpy(split.x))
     # Classes missing from train get probability zero; columns follow the task's class ids.
     out = np.zeros((proba.shape[0], fitted.num_classes))

@@ -9,14 +9,14 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness import hookimpl
 from harness.info import MethodInfo
-from harness.toolkit.recipes import fit_supervised
-from harness.toolkit.train import OPTIMIZERS, predict_proba, suggest_optimizer
+from harness.toolkit.spaces import OPTIMIZERS, suggest_optimizer
+
+if TYPE_CHECKING:
+    import torch
 
 KINDS = ("image", "tabular", "graph")
 _COMMON_DEFAULTS = {"model": "mlp", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64,
@@ -67,6 +67,8 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
 
 @hookimpl
 def harness_fit(method: str, task, config: dict[str, Any], ctx):
+    from harness.toolkit.recipes import fit_supervised  # torch loads with the first fit, not with the listing
+
     if method == "mixup":
         return fit_supervised(task, config, ctx, mixup_alpha=float(config.get("alpha", 0.2)))
     smoothing = config.get("smoothing", 0.0) if method == "label_smoothing" else 0.0
@@ -75,4 +77,6 @@ def harness_fit(method: str, task, config: dict[str, Any], ctx):
 
 @hookimpl
 def harness_evaluate(method: str, fitted, split, ctx) -> torch.Tensor:
+    from harness.toolkit.train import predict_proba
+
     return predict_proba(fitted, split.x, ctx)

@@ -1,0 +1,51 @@
+"""How the representation methods pre-train, probe and predict; :mod:`harness_plugins.representation.methods`' hooks import this on first use."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.task import Task
+from harness.toolkit.models import Classifier, network_from_config
+from harness.toolkit.pretrain import PRETRAIN_DEFAULTS, SelfSupervised, cached_pretrain, data_digest, encoder_spec, fit_probe, pretrain_self_supervised, stage_seed
+from harness.toolkit.train import predict_proba
+from harness_plugins.representation.methods import OBJECTIVES, _SSL_KEYS
+
+
+def pretraining_images(task: Task) -> torch.Tensor:
+    """Every training image, labelled or not, in data-set order: the same tensor (and so the same
+    cache entry) whatever label budget splits it."""
+    parts = [task.train] + ([task.unlabeled] if task.unlabeled is not None else [])
+    x = torch.cat([p.x for p in parts])
+    if all(p.index is not None for p in parts):
+        x = x[torch.argsort(torch.cat([p.index for p in parts]))]
+    return x
+
+
+def fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
+    model = network_from_config(config, task, default="cnn")
+    if method in OBJECTIVES:
+        objective = OBJECTIVES[method]
+        x = pretraining_images(task)
+        hflip = bool(task.meta.get("hflip", False))
+        stage = {k: config.get(k, PRETRAIN_DEFAULTS[k]) for k in _SSL_KEYS}
+        stage.update(temperature=config.get("temperature") if objective == "contrastive" else None,
+                     ema_decay=config.get("ema_decay") if objective == "byol" else None)
+
+        def build() -> SelfSupervised:
+            net = network_from_config(config, task, default="cnn")
+            return SelfSupervised(net.encoder, net.feature_dim, objective, proj_dim=int(stage["proj_dim"]))
+
+        ssl, _ = cached_pretrain(
+            build, lambda net, stage_ctx: pretrain_self_supervised(net, x, config, stage_ctx, hflip),
+            what={"stage": "self-supervised", "objective": objective, **encoder_spec(config), **stage,
+                  "hflip": hflip, "shape": list(task.input_shape)},
+            data=data_digest(x), seed=stage_seed(ctx), ctx=ctx,
+        )
+        model.encoder = ssl.encoder
+    return fit_probe(model, task, config, ctx)
+
+
+def evaluate(method: str, fitted: Classifier, split, ctx) -> torch.Tensor:
+    return predict_proba(fitted, split.x, ctx)
+
