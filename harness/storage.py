@@ -472,18 +472,23 @@ def stream_index(storage: optuna.storages.BaseStorage, study_name: str) -> int:
 def process_start(pid: int) -> str | None:
     """When process ``pid`` started, as a token no later process with the same pid can share (the
     kernel's boot id and the start time in clock ticks; psutil's creation time where there is no
-    /proc); None when the process does not exist or the start cannot be read."""
+    /proc); None when the process does not exist, has exited (a zombie) or its start cannot be read."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
         # The command name (field 2) may hold spaces and parentheses: count fields after its ')'.
-        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
-        return f"{_boot_id()}:{ticks}"
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):  # exited, waiting for its parent to collect it
+            return None
+        return f"{_boot_id()}:{int(fields[19])}"  # field 22, starttime
     except (OSError, ValueError, IndexError):
         pass
     try:
         import psutil
 
-        return f"t{psutil.Process(pid).create_time():.2f}"
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return f"t{proc.create_time():.2f}"
     except Exception:  # psutil missing, or no such process
         return None
 
@@ -513,10 +518,19 @@ def process_alive(pid: int, start: str | None) -> bool:
     :func:`process_start`; ``None`` when the record has none: then the pid alone decides)."""
     if not _pid_alive(pid):
         return False
-    if not start:
-        return True
     now = process_start(pid)
-    return now is None or now == start
+    if now is None:  # an exited process not yet collected, or nothing to compare with
+        return not _exited(pid)
+    return not start or now == start
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` is a zombie (only where /proc tells)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def _local_pid(worker: str, start: str | None) -> int | None:

@@ -175,8 +175,9 @@ def tune(
     ran = 0
     told: set[str] = set()
     while True:
-        storage.reap_dead_trials(study, settings.max_retries)
         used = storage.budget_used(study)
+        if used < settings.trials and storage.reap_dead_trials(study, settings.max_retries):
+            used = storage.budget_used(study)  # a configuration out of retries counts
         if used >= settings.trials:
             storage.settle(study)
             break
