@@ -58,6 +58,7 @@ RETRIES_EXHAUSTED = "retries_exhausted"
 # fail kinds
 METHOD = "method"  # the plugin raised, diverged or returned bad probabilities: counts, never retried
 INFRASTRUCTURE = "infrastructure"  # the worker died or lost its storage: retried
+SURPLUS = "surplus"  # given back unrun: trials running elsewhere already fill the budget; never counts
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,9 @@ def collect_rows(storage, suite: str | None = None) -> list[dict[str, Any]]:
             "plugin_method": meta.method, "plugin": meta.plugin,
             "trials_complete": counts["complete"], "trials_pruned": counts["pruned"],
             # the method's failures apart from the worker's (killed, interrupted, storage lost)
-            "trials_failed": sum(t.state == TrialState.FAIL for t in trials) - infra, "trials_infra": infra,
+            "trials_failed": sum(t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND, METHOD) == METHOD
+                                 for t in trials),
+            "trials_infra": infra,
             "best_trial": attrs.get(BEST_TRIAL), "val_accuracy": attrs.get(BEST_VAL_ACCURACY),
             "config": attrs.get(FINAL_CONFIG), **meta.sizes,
         }

@@ -784,9 +784,35 @@ def frozen(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTria
     return study._storage.get_trial(trial._trial_id)
 
 
+def over_budget(study: optuna.Study, trial: optuna.Trial, budget: int) -> bool:
+    """Whether ``trial``, just asked, is one too many: another process asked one at the same instant
+    and the trials running (live or undecided, this one included) overfill the budget; the trials
+    asked last are the ones too many."""
+    room = budget - budget_used(study)
+    running = sorted(r.trial.number for r in running_trials(study) if r.verdict in (LIVE, UNSURE, OWN))
+    return trial.number in running[max(room, 0):]
+
+
+def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
+    """End ``trial`` unrun (a ``surplus`` failure, which never counts) and queue again the
+    configuration it was queued with, if any, as it was."""
+    failure = records.TrialFailure("not run: trials running elsewhere fill the budget", records.SURPLUS)
+    for key, value in failure.attrs().items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+    t = frozen(study, trial)
+    fixed = t.system_attrs.get("fixed_params")
+    if fixed:
+        attrs = {k: t.user_attrs[k] for k in (records.RETRY_OF, records.RETRIES) if k in t.user_attrs}
+        study.enqueue_trial(fixed, user_attrs=attrs, skip_if_exists=False)
+
+
 def counts_against_budget(t: FrozenTrial) -> bool:
-    """Finished trials count, except infrastructure failures that are still being retried."""
+    """Finished trials count, except infrastructure failures that are still being retried and
+    trials given back unrun."""
     if t.state not in FINISHED:
+        return False
+    if t.state == TrialState.FAIL and t.user_attrs.get(records.FAIL_KIND) == records.SURPLUS:
         return False
     if t.state == TrialState.FAIL and t.user_attrs.get(records.FAIL_KIND) == records.INFRASTRUCTURE:
         return bool(t.user_attrs.get(records.RETRIES_EXHAUSTED))

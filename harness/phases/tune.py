@@ -194,6 +194,9 @@ def tune(
             time.sleep(poll)  # bounded: those trials finish, or their workers are found dead and reaped above
             continue
         trial = storage.ask(study)
+        if storage.over_budget(study, trial, settings.trials):  # another process asked at the same instant
+            storage.give_back(study, trial)
+            continue
         ran += 1
         try:
             with storage.heartbeat(storage.storage_of(study), trial), time_limit(settings.trial_timeout):
