@@ -1,8 +1,8 @@
 """Soak: many workers on one PostgreSQL study while workers are SIGKILLed and the server restarts.
 
 A throwaway PostgreSQL server on loopback (``tests/pg.py``) holds one study; ``harness run`` and
-``--workers`` ``harness worker`` processes tune it. Every few seconds a random worker is killed with
-SIGKILL and started again; once, when a third of the budget is used, the server is stopped
+``--workers`` ``harness worker`` processes tune it. Every few seconds a random worker in the middle of a
+trial is killed with SIGKILL and started again; once, when a third of the budget is used, the server is stopped
 (``pg_ctl stop -m fast``) for ``--outage`` seconds and started again. Everything is bounded by
 ``--max-seconds``. Then the study is checked: exactly ``--trials`` trials count against the budget,
 all of them COMPLETE; every seed row once; no trial left RUNNING; no configuration lost (every killed
@@ -69,9 +69,10 @@ class Fleet:
         return self._spawn(["worker", "--study", STUDY.format(method=self.args.method), "--storage", self.url,
                             "--out", str(self.folder / "w"), "--wait", "120"], "worker")
 
-    def kill_one(self, rng: random.Random) -> bool:
-        """SIGKILL a random live worker and start another in its place; False when none is alive."""
-        alive = [i for i, p in enumerate(self.workers) if p.poll() is None]
+    def kill_one(self, rng: random.Random, busy: set[int]) -> bool:
+        """SIGKILL a random worker among those running a trial (pids in ``busy``) and start another
+        in its place; False when none is."""
+        alive = [i for i, p in enumerate(self.workers) if p.poll() is None and p.pid in busy]
         if not alive:
             return False
         i = rng.choice(alive)
@@ -170,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                     outage_s = time.monotonic() - halted
                     print(f"soak: server back after {outage_s:.1f} s", flush=True)
                 if used < args.trials and time.monotonic() >= next_kill:
-                    kills += fleet.kill_one(rng)
-                    next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
-                    print(f"soak: kill {kills} at {used} trials", flush=True)
+                    busy = {int(t.user_attrs.get("worker", ":0").rpartition(":")[2])
+                            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+                    if fleet.kill_one(rng, busy):  # a worker in the middle of a trial
+                        kills += 1
+                        next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * args.kill_every
+                        print(f"soak: kill {kills} at {used} trials", flush=True)
             # The study is done when the run is; workers leave on their own once the budget is used.
             deadline = time.monotonic() + 120
             for proc in fleet.all():
