@@ -107,7 +107,8 @@ def check(storage, method: str, trials: int, seeds: int, out: Path) -> dict:
     figures = {
         "trials_asked": trials, "trials_counted": budget_used(study), "trials_complete": states["complete"],
         "trials_running_left": states["running"], "trials_waiting_left": states["waiting"],
-        "trials_failed_method": sum(t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") == "method" for t in ts),
+        "trials_failed_method": sum(t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") == "method"
+                                    for t in ts),
         "trials_failed_infrastructure": len(infra),
         "trials_given_back_surplus": sum(t.user_attrs.get("fail_kind") == "surplus" for t in ts),
         "seed_rows": seed_rows, "lost": len(lost_configs) + states["running"] + len(missing) + len(duplicated),

@@ -115,9 +115,9 @@ def test_a_run_and_a_worker_ride_out_a_server_restart(server, tmp_path):
 def test_a_storage_away_past_the_retry_time_is_one_line(server, tmp_path):
     url = _with_password(server.database())
     fits = tmp_path / "fits.log"
-    proc = subprocess.Popen([*CLI, "--plugin", "fixture_plugins.paced", "run", "paced", "--trials", "20", "--seeds", "1",
-                             "--storage", url, "--storage-retry", "3", "--heartbeat", "1", "--out", str(tmp_path / "o"),
-                             "--no-progress"], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "--plugin", "fixture_plugins.paced", "run", "paced", "--trials", "20",
+                             "--seeds", "1", "--storage", url, "--storage-retry", "3", "--heartbeat", "1",
+                             "--out", str(tmp_path / "o"), "--no-progress"], cwd=tmp_path,
                             env=harness_env(HARNESS_TEST_SLEEP="0.5", HARNESS_TEST_COUNTER=str(fits)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

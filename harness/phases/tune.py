@@ -215,7 +215,8 @@ def tune(
                 retries = int(trial.user_attrs.get(records.RETRIES, 0))
                 frozen = _fail(study, trial, records.TrialFailure(
                     failure_reason(exc), records.INFRASTRUCTURE, retries_exhausted=retries >= settings.max_retries))
-                if retries < settings.max_retries and frozen.user_attrs.get(records.FAIL_KIND) == records.INFRASTRUCTURE:
+                ours = frozen.user_attrs.get(records.FAIL_REASON) == failure_reason(exc)  # not reaped meanwhile
+                if retries < settings.max_retries and ours:
                     storage.retry(study, frozen, retries)
             else:
                 frozen = _fail(study, trial, records.TrialFailure(failure_reason(exc), records.METHOD))
