@@ -165,7 +165,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             except UpdateFinishedTrialError:
                 if failed and fn.__name__ == "set_trial_state_values":
                     # The attempt that lost its answer made the change: the trial is in that state now.
-                    if self.inner.get_trial(args[0]).state == (kwargs.get("state") or args[1]):
+                    state = kwargs["state"] if "state" in kwargs else args[1]
+                    if self.inner.get_trial(args[0]).state == state:
                         self._back()
                         return True
                 raise
@@ -178,7 +179,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     self._lost(exc)
                 if now >= deadline:
                     self._gone = (f"storage {redact(self.url)} unreachable for {self.retry_s:g} s "
-                                  f"({one_line(exc, self.url)}); run the same command again when it is back "
+                                  f"({one_line(_root(exc), self.url)}); run the same command again when it is back "
                                   "(--storage-retry sets how long to wait)")
                     raise StorageUnavailableError(self._gone) from None
                 time.sleep(min(delay * (0.5 + random.random()), max(deadline - now, 0.01)))
