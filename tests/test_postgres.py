@@ -112,6 +112,8 @@ def test_exactly_one_process_claims_the_seed_phase(postgres):
 def test_a_live_slow_trial_is_not_failed_but_a_silent_one_is(postgres):
     study = _open(postgres.database(), None)  # heartbeat every second, grace three
     slow, silent = ask(study), ask(study)
+    for trial, worker in ((slow, "elsewhere:4242"), (silent, "elsewhere:4243")):  # workers on another machine:
+        trial.set_user_attr("worker", worker)  # judged by their heartbeats alone
     study._storage.record_heartbeat(silent._trial_id)  # beat once, then nothing: a dead worker
     with heartbeat(study._storage, slow._trial_id):
         time.sleep(4.5)  # longer than the interval and the grace period

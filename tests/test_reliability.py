@@ -23,8 +23,9 @@ from harness.phases import PhaseSettings, TuneSettings, tune
 from harness.plugins import load_plugins
 from harness.records import collect_rows
 from harness.runner import run_suite
+from harness.errors import StorageUnavailableError
 from harness.storage import (
-    FlockLock, ask, budget_used, make_storage, process_start, reap_dead_trials, running_trials,
+    FlockLock, RetryingStorage, ask, budget_used, make_storage, process_start, reap_dead_trials, running_trials,
 )
 from harness.suite import from_mapping
 
@@ -67,6 +68,47 @@ def server():
 def _with_password(url: str) -> str:
     # The throwaway server trusts every connection: a password in the URL is accepted and must never show.
     return url.replace("harness@", "harness:s3cret-pw@")
+
+
+class _Flaky:
+    """A storage whose connection is lost for the first ``failures`` calls."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+
+    def get_all_studies(self):
+        from sqlalchemy.exc import OperationalError
+
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return ["studies"]
+
+    def get_study_id_from_name(self, name):
+        raise KeyError(name)
+
+
+def test_a_lost_connection_is_retried_and_given_up_in_one_line_past_the_retry_time():
+    url = "postgresql://alice:s3cret-pw@db.example/h"
+    said: list[str] = []
+    storage = RetryingStorage(_Flaky(2), None, url, retry_s=30, say=said.append)
+    assert storage.get_all_studies() == ["studies"]
+    assert len(said) == 2 and "unreachable" in said[0] and "is back after" in said[1]
+    with pytest.raises(KeyError):  # not a connection error: raised at once
+        storage.get_study_id_from_name("x")
+
+    storage = RetryingStorage(_Flaky(10**9), None, url, retry_s=0.5, say=said.append)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError) as first:
+        storage.get_all_studies()
+    assert 0.5 <= time.monotonic() - started < 5
+    message = str(first.value)
+    assert message.startswith("storage postgresql://alice:***@db.example/h unreachable for 0.5 s (")
+    assert "\n" not in message and "s3cret" not in message + "".join(said)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError):  # a process on its way out does not wait again
+        storage.get_all_studies()
+    assert time.monotonic() - started < 0.1
 
 
 @pytest.mark.postgres
