@@ -13,6 +13,7 @@ A suite YAML::
     params: {lr: 0.01} # values pinned for every row (a row's own params win)
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
+    storage_retry: 120 # seconds a process rides out an unreachable database storage (--storage-retry)
 
 A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
 and may run on some of the data sets only (``datasets: [mnist5k@10pc]``, data-set labels as in the
