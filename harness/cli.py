@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trial-timeout", type=float, help="seconds a tuning trial may run; past it the trial is a FAIL")
     run.add_argument("--heartbeat", type=int, help="seconds between heartbeats of running trials (RDB storages; 10)")
     run.add_argument("--max-retries", type=int, help="re-runs of a trial whose worker died (2)")
+    run.add_argument("--storage-retry", type=float, metavar="SECONDS",
+                     help="how long to ride out an unreachable database storage before giving up (120)")
 
     wk = sub.add_parser("worker", help="pull trials of one study in a shared storage until its budget is used")
     wk.add_argument("--study", required=True, help="the study: SUITE/DATASET/ROW, as `harness run` named it")
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--out", help="where the tables go if this worker runs the seed re-runs (default results/<suite>)")
     wk.add_argument("--device", help="run on this device here instead of the study's (auto, cpu, cuda:1)")
     wk.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the study to be created (60)")
+    wk.add_argument("--storage-retry", type=float, metavar="SECONDS",
+                    help="how long to ride out an unreachable database storage before giving up (the study's; 120)")
 
     bench = sub.add_parser("bench", help="throughput table (timm-style) of each method's model")
     bench.add_argument("methods", nargs="+", help="method names or patterns")
@@ -314,7 +318,8 @@ def _suite_from_args(args, registry):
     changes: dict[str, Any] = {}
     for flag, key in (("timeout", "timeout"), ("storage", "storage"), ("sampler", "sampler"), ("pruner", "pruner"),
                       ("sampler_seed", "sampler_seed"), ("data_seed", "data_seed"), ("device", "device"),
-                      ("trial_timeout", "trial_timeout"), ("heartbeat", "heartbeat"), ("max_retries", "max_retries")):
+                      ("trial_timeout", "trial_timeout"), ("heartbeat", "heartbeat"), ("max_retries", "max_retries"),
+                      ("storage_retry", "storage_retry")):
         value = getattr(args, flag)
         if value is not None:
             changes[key] = value
@@ -427,8 +432,10 @@ def _cmd_worker(args, registry, console) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be a positive integer, got {args.n_trials}")
+    if args.storage_retry is not None and not args.storage_retry > 0:
+        raise ConfigError(f"--storage-retry must be a positive number of seconds, got {args.storage_retry}")
     return run_worker(args.storage, args.study, args.plugin, console, n_trials=args.n_trials, out=args.out,
-                      device=args.device, wait_s=args.wait)
+                      device=args.device, wait_s=args.wait, storage_retry=args.storage_retry)
 
 
 def _cmd_bench(args, registry, console) -> int:

@@ -37,3 +37,7 @@ def failure_reason(exc: BaseException) -> str:
     """``exc`` as the one line stored as a failed trial's or seed's reason."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"
+
+
+class StorageUnavailableError(HarnessError):
+    """The study storage stayed unreachable past the time a process waits for it."""

@@ -14,7 +14,8 @@ A study of a suite row carries, as user attributes:
 ========================  ============================================================================
 
 and each of its trials: ``config`` (what ``harness_search_space`` returned), ``val`` (validation
-metrics), ``worker`` (``host:pid``), and when it failed :class:`TrialFailure` (``fail_reason``,
+metrics), ``worker`` (``host:pid``) and ``worker_start`` (when that process started: a recycled pid
+is not the same worker), and when it failed :class:`TrialFailure` (``fail_reason``,
 ``fail_kind``, ``retries_exhausted``); a retried configuration has ``retry_of`` and ``retries``.
 
 Records written before the schema was versioned (no ``schema`` key: version 1) are migrated on
@@ -47,6 +48,7 @@ FAILURE = "failure"
 CONFIG = "config"
 VAL = "val"
 WORKER = "worker"
+WORKER_START = "worker_start"
 FAIL_REASON = "fail_reason"
 FAIL_KIND = "fail_kind"
 RETRIES = "retries"
@@ -56,6 +58,7 @@ RETRIES_EXHAUSTED = "retries_exhausted"
 # fail kinds
 METHOD = "method"  # the plugin raised, diverged or returned bad probabilities: counts, never retried
 INFRASTRUCTURE = "infrastructure"  # the worker died or lost its storage: retried
+SURPLUS = "surplus"  # given back unrun: trials running elsewhere already fill the budget; never counts
 
 
 @dataclass(frozen=True)
@@ -226,11 +229,16 @@ def collect_rows(storage, suite: str | None = None) -> list[dict[str, Any]]:
         attrs = summary.user_attrs
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
+        infra = sum(t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND) == INFRASTRUCTURE for t in trials)
         base = {
             "suite": meta.suite, "dataset": meta.dataset, "method": meta.row,
             "plugin_method": meta.method, "plugin": meta.plugin,
-            "trials_complete": counts["complete"], "trials_pruned": counts["pruned"], "trials_failed": counts["fail"],
+            "trials_complete": counts["complete"], "trials_pruned": counts["pruned"],
+            # the method's failures apart from the worker's (killed, interrupted, storage lost)
+            "trials_failed": sum(t.state == TrialState.FAIL and t.user_attrs.get(FAIL_KIND, METHOD) == METHOD
+                                 for t in trials),
+            "trials_infra": infra,
             "best_trial": attrs.get(BEST_TRIAL), "val_accuracy": attrs.get(BEST_VAL_ACCURACY),
             "config": attrs.get(FINAL_CONFIG), **meta.sizes,
         }

@@ -217,7 +217,7 @@ def _existing_storage(suite: Suite, out_dir: Path):
     journal = journal_path(suite, out_dir)
     if journal is not None and not journal.is_file():
         return None
-    return make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+    return make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat, retry_s=suite.storage_retry)
 
 
 def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_suite: bool = True) -> list[RowPlan]:
@@ -366,7 +366,8 @@ def run_suite(
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat)
+        storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat,
+                                          retry_s=suite.storage_retry, say=say)
     except OSError as exc:  # permissions check out, the file system says no (read-only mount, /proc)
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
@@ -378,8 +379,8 @@ def run_suite(
     o = suite.overrides
     provenance = gather(
         suite=suite.name, device=device, seeds=seeds, data_seed=suite.data_seed,
-        sampler=f"{suite.sampler} (seed {suite.sampler_seed})"
-        + ("; `harness worker` processes joining a study sample with seeds of their own" if shared else ""),
+        sampler=f"{suite.sampler} (seed {suite.sampler_seed}; every further process joining a study samples "
+                "with a seed of its own)",
         pruner=suite.pruner, budget={"trials": o.trials or suite.trials, "seeds": o.seeds or suite.seeds,
                                      "epochs": o.epochs or suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
@@ -517,7 +518,8 @@ class _NoBars:
 
 
 def open_study(suite: Suite, ds: DatasetSpec, row: RowSpec, storage, sampler_seed: int) -> optuna.Study:
-    """Create the row's study, or load it when it exists (several processes may do both at once)."""
+    """Create the row's study, or load it when it exists (several processes may do both at once).
+    ``sampler_seed``: this process's own (see :func:`harness.storage.stream_seed`)."""
     objectives = tuple(suite.objectives)
     study = optuna.create_study(
         storage=storage, study_name=study_name(suite, ds, row), directions=directions(objectives), load_if_exists=True,
@@ -537,8 +539,11 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             settings: dict[str, Any] | None = None) -> RowOutcome:
     """Tune one (data set, row) on val, then re-train the best over seeds and score test.
 
-    ``worker``: a ``harness worker`` joining a study made by ``harness run``: it samples with a seed
-    of its own, leaves the study's description alone, and stops after ``max_trials`` trials
+    Every process on a study samples with a stream of its own: the first with the suite's seed, any
+    later one (a second ``harness run`` on the same folder, a worker, a resumed run) with a seed
+    derived from it and its place in line (:func:`harness.storage.stream_index`), so no two propose
+    the same configurations. ``worker``: a ``harness worker`` joining a study made by
+    ``harness run``: it leaves the study's description alone, and stops after ``max_trials`` trials
     without the seed phase unless the budget is reached. The seed phase is claimed by one process;
     ``harness run`` waits for a worker that holds it, a worker does not.
     """
@@ -547,8 +552,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     budget = suite.budget(row)
     trials = budget.trials
     phase = PhaseSettings(epochs=budget.epochs, device=device, amp=suite.amp, compile=suite.compile, cache_dir=cache_dir)
-    study = open_study(suite, ds, row, storage,
-                       storages.worker_seed(suite.sampler_seed) if worker else suite.sampler_seed)
+    stream = storages.stream_index(storage, study_name(suite, ds, row))
+    study = open_study(suite, ds, row, storage, storages.stream_seed(suite.sampler_seed, stream))
     if not worker:
         meta = records.StudyMeta(
             suite=suite.name, dataset=ds.label, row=row.name, method=method.name, plugin=method.plugin,
@@ -559,12 +564,12 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
         study.set_user_attr(records.META, meta.to_attr())
         if records.PROVENANCE not in study.user_attrs:  # replaced when this run computes the row's results
             study.set_user_attr(records.PROVENANCE, provenance or {})
-        if isinstance(storage, optuna.storages.RDBStorage) and not storage.url.startswith("sqlite"):
+        if storages.is_shared(suite.storage):
             say(f"more workers may join: harness worker --study '{study.study_name}' --storage URL")
     label = f"{ds.label} · {row.name}"
     tune_task = task.without_test()
     if row.tune:
-        if not study.trials and not worker:
+        if not study.trials and not worker and stream == 0:  # the first process queues the defaults, once
             if hasattr(method, "default_trials"):  # CASH: every method's defaults
                 for params in method.default_trials(tune_task, budget.params):
                     study.enqueue_trial(params)
@@ -581,7 +586,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             trials=trials, phase=phase, timeout=suite.timeout, seed_base=suite.seed_base, pinned=budget.params,
             objectives=tuple(suite.objectives), trial_timeout=suite.trial_timeout, max_retries=suite.max_retries,
             max_trials=max_trials,
-        ), on_trial=on_trial)
+        ), on_trial=on_trial, say=say)
         if worker and budget_used(study) < trials:
             return RowOutcome(ds.label, row.name, "waiting",
                               f"{study.study_name}: {budget_used(study)} of {trials} trials done; the seed "
@@ -634,6 +639,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             claim.release(ok=False)
             raise
         claim.release(ok=True)
+        if row.tune:
+            storages.settle(study)  # trials of workers that died while the seeds ran
     results = stored_results(study)
     failed = [results[s] for s in row_seeds if results[s].get("status") != "ok"]
     if failed:

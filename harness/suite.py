@@ -13,6 +13,7 @@ A suite YAML::
     params: {lr: 0.01} # values pinned for every row (a row's own params win)
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
+    storage_retry: 120 # seconds a process rides out an unreachable database storage (--storage-retry)
 
 A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
 and may run on some of the data sets only (``datasets: [mnist5k@10pc]``, data-set labels as in the
@@ -128,6 +129,7 @@ class Suite:
     cash: tuple[str, ...] = ()  # methods searched as one categorical choice: the row `cash`
     heartbeat: int = 10  # seconds between a running trial's heartbeats (RDB storages)
     max_retries: int = 2  # re-runs of a configuration whose worker died
+    storage_retry: float = 120.0  # seconds a process rides out an unreachable database storage
     params: dict[str, Any] = field(default_factory=dict)  # values pinned for every row
     overrides: Overrides = field(default_factory=Overrides)
 
@@ -259,6 +261,9 @@ def _check_scaleout(suite: Suite) -> None:
     if suite.trial_timeout is not None and (isinstance(suite.trial_timeout, bool) or suite.trial_timeout <= 0):
         raise ConfigError(f"trial_timeout must be a positive number of seconds, got {suite.trial_timeout!r}")
     _positive_int(suite.heartbeat, "heartbeat")
+    if (isinstance(suite.storage_retry, bool) or not isinstance(suite.storage_retry, (int, float))
+            or not suite.storage_retry > 0):
+        raise ConfigError(f"storage_retry must be a positive number of seconds, got {suite.storage_retry!r}")
     if isinstance(suite.max_retries, bool) or not isinstance(suite.max_retries, int) or suite.max_retries < 0:
         raise ConfigError(f"max_retries must be a non-negative integer, got {suite.max_retries!r}")
     if suite.cash and (len(suite.cash) < 2 or len(set(suite.cash)) != len(suite.cash)):

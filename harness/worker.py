@@ -22,7 +22,7 @@ from harness.errors import ConfigError
 from harness.plugins import load_plugins
 from harness.records import StudyMeta, study_meta
 from harness.runner import resolve_device, row_method, row_task, run_row, write_suite_tables
-from harness.storage import make_storage, redact, worker_id
+from harness.storage import DEFAULT_STORAGE_RETRY, make_storage, redact, worker_id
 from harness.suite import suite_from_spec
 
 
@@ -62,14 +62,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_trials: int | None = None,
-               out: str | None = None, device: str | None = None, wait_s: float = 60.0) -> int:
+               out: str | None = None, device: str | None = None, wait_s: float = 60.0,
+               storage_retry: float | None = None) -> int:
     """Work on one study until its budget is reached (or ``n_trials`` ran here); the process that
     sees the budget reached runs the seed re-runs and writes the suite's tables. Returns an exit code."""
-    meta = load_meta(make_storage(url, Path(".")), study_name, wait_s)
+    meta = load_meta(make_storage(url, Path("."), retry_s=storage_retry or DEFAULT_STORAGE_RETRY), study_name, wait_s)
     suite = suite_from_spec(meta.spec)
     if device:
         suite = suite.replace(device=device)
-    storage = make_storage(url, Path("."), heartbeat=suite.heartbeat)
+    if storage_retry:
+        suite = suite.replace(storage_retry=storage_retry)
+    storage = make_storage(url, Path("."), heartbeat=suite.heartbeat, retry_s=suite.storage_retry)
     registry = load_plugins(modules=list(dict.fromkeys([*plugin_modules, *meta.plugin_modules])))
     ds = next(d for d in suite.datasets if d.label == meta.dataset)
     row = next(r for r in suite.rows_for(ds) if r.name == meta.row)

@@ -59,12 +59,22 @@ class Cluster:
 
     def start(self) -> "Cluster":
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`halt`) on the same port."""
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
                   "-w", "-t", "60", "start", timeout=90)
         self.started = True
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as an operator would (``pg_ctl stop -m fast``: every session is ended); the
+        data stays for :meth:`resume`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", timeout=90)
+        self.started = False
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
@@ -85,6 +95,7 @@ class Cluster:
                  "AND pid <> pg_backend_pid()")
 
     def stop(self) -> None:
+        """Stop the server for good and remove its folder."""
         try:
             if self.started:
                 self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")

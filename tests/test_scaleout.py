@@ -116,9 +116,10 @@ def test_two_workers_on_the_journal_file_at_once(tmp_path):
     for text in (w_out, w_err, r_out, r_err):
         assert "locked" not in text and "Traceback" not in text
     study = optuna.load_study(study_name="two/digits/paced", storage=make_storage(None, out))
-    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
-    assert 8 <= len(study.trials) <= 9
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both processes did trials
+    run_trials = [t for t in study.trials if t.user_attrs.get("fail_kind") != "surplus"]  # given back unrun
+    assert {t.state for t in run_trials} == {TrialState.COMPLETE}
+    assert len(run_trials) == 8
+    assert len({t.user_attrs["worker"] for t in run_trials}) == 2  # both processes did trials
     per_seed = pd.read_csv(out / "per_seed.csv")
     assert sorted(per_seed.seed) == [0, 1]
 

@@ -29,7 +29,7 @@ import torch
 
 from harness import records
 from harness.calibration import apply_temperature, fit_temperature
-from harness.errors import failure_reason
+from harness.errors import StorageUnavailableError, failure_reason
 from harness.metrics import ECE_BINS, classification_metrics, entropy, mutual_information, reliability
 from harness.phases.fitting import Fitted, PhaseSettings, fit, peak_memory_mb, predict
 from harness.plugins import Method
@@ -170,7 +170,7 @@ def run_seeds(
             continue
         try:
             row = run_seed(method, task, config, seed, settings)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StorageUnavailableError):
             raise
         except Exception as exc:  # third-party code: record the failure, keep the other seeds
             row = {"status": "FAIL", "reason": failure_reason(exc)}

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from harness import records, storage
 from harness.configs import default_config
-from harness.errors import ConfigError, HarnessError, failure_reason
+from harness.errors import ConfigError, HarnessError, StorageUnavailableError, failure_reason
 from harness.metrics import classification_metrics
 from harness.multiobjective import objective_values
 from harness.phases.fitting import PhaseSettings, fit, predict
@@ -122,9 +122,25 @@ def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) 
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, failure: records.TrialFailure) -> optuna.trial.FrozenTrial:
-    for key, value in failure.attrs().items():
-        trial.set_user_attr(key, value)
-    return study.tell(trial, state=TrialState.FAIL)
+    def record() -> optuna.trial.FrozenTrial:
+        for key, value in failure.attrs().items():
+            trial.set_user_attr(key, value)
+        return study.tell(trial, state=TrialState.FAIL)
+
+    return _settled(study, trial, record)
+
+
+def _settled(study: optuna.Study, trial: optuna.Trial,
+             record: Callable[[], optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
+    """Record how a trial ended, unless another process ended it first: it took this worker for
+    dead (its heartbeats were lost in a storage outage) and queued the configuration again."""
+    try:
+        return record()
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        stored = storage.frozen(study, trial)
+        if not stored.state.is_finished():
+            raise
+        return stored
 
 
 def tune(
@@ -133,58 +149,79 @@ def tune(
     task: Task,
     settings: TuneSettings,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Run trials until the study has ``settings.trials`` of them finished (resuming where it left
     off), ``settings.timeout`` seconds pass, or this process ran ``settings.max_trials``.
 
     Other processes may work on the same study: the loop reaps trials of dead workers, and when
-    live trials elsewhere will fill the budget it waits for them instead of starting more.
+    live trials elsewhere will fill the budget it waits for them instead of starting more (and
+    ``say``s so, once). Once the budget is reached, no trial of a dead worker is left RUNNING.
+    A storage that stays unreachable past its retry time ends the loop with
+    :class:`~harness.errors.StorageUnavailableError`, before any further call to it.
     """
     if task.has_test:
         raise ValueError("tuning must never see the test split: pass task.without_test()")
     started = time.monotonic()
     poll = storage.poll_interval(study, 0.5)
     ran = 0
-    first_seen: dict[int, float] = {}
+    told: set[str] = set()
     while True:
-        storage.reap_dead_trials(study, settings.max_retries)
         used = storage.budget_used(study)
+        if used < settings.trials and storage.reap_dead_trials(study, settings.max_retries):
+            used = storage.budget_used(study)  # a configuration out of retries counts
         if used >= settings.trials:
+            storage.settle(study)
             break
         if settings.timeout is not None and time.monotonic() - started > settings.timeout:
             break
         if settings.max_trials is not None and ran >= settings.max_trials:
             break
-        if used + storage.pending_elsewhere(study, first_seen) >= settings.trials:
-            time.sleep(poll)  # bounded: those trials finish, or stop beating and are reaped above
+        elsewhere = storage.running_elsewhere(study)
+        if used + sum(elsewhere.values()) >= settings.trials:
+            note = ", ".join(f"{n} trial{'s' * (n > 1)} of worker {w}" for w, n in sorted(elsewhere.items()))
+            if note not in told:
+                told.add(note)
+                say(f"{study.study_name}: waiting for {note}, which would fill the budget of {settings.trials}")
+            time.sleep(poll)  # bounded: those trials finish, or their workers are found dead and reaped above
             continue
         trial = storage.ask(study)
+        if storage.over_budget(study, trial, settings.trials):  # another process asked at the same instant
+            storage.give_back(study, trial)
+            continue
         ran += 1
         try:
             with storage.heartbeat(storage.storage_of(study), trial), time_limit(settings.trial_timeout):
                 metrics = run_trial(trial, method, task, settings)
         except optuna.TrialPruned:
-            frozen = study.tell(trial, state=TrialState.PRUNED)
+            frozen = _settled(study, trial, lambda: study.tell(trial, state=TrialState.PRUNED))
         except KeyboardInterrupt:
-            _fail(study, trial, records.TrialFailure("interrupted (Ctrl-C)", records.INFRASTRUCTURE))
-            if trial.params:
-                storage.retry(study, trial.params, trial.number, None)
+            ended = _fail(study, trial, records.TrialFailure("interrupted (Ctrl-C)", records.INFRASTRUCTURE))
+            if ended.user_attrs.get(records.FAIL_REASON) == "interrupted (Ctrl-C)":  # not reaped meanwhile
+                storage.retry(study, ended, None)
             raise
+        except StorageUnavailableError:
+            raise  # the storage is gone: recording the trial would only wait for it again
         except Exception as exc:  # a plugin is third-party code: any failure is its trial's FAIL
             if storage.lost_connection(exc):  # the storage went away mid-trial: not the method's fault
                 retries = int(trial.user_attrs.get(records.RETRIES, 0))
                 frozen = _fail(study, trial, records.TrialFailure(
                     failure_reason(exc), records.INFRASTRUCTURE, retries_exhausted=retries >= settings.max_retries))
-                if trial.params and retries < settings.max_retries:
-                    storage.retry(study, trial.params, trial.number, retries)
+                ours = frozen.user_attrs.get(records.FAIL_REASON) == failure_reason(exc)  # not reaped meanwhile
+                if retries < settings.max_retries and ours:
+                    storage.retry(study, frozen, retries)
             else:
                 frozen = _fail(study, trial, records.TrialFailure(failure_reason(exc), records.METHOD))
         else:
-            trial.set_user_attr(records.VAL, metrics)
-            values = objective_values(metrics, settings.objectives)
-            if not all(math.isfinite(v) for v in values):
-                frozen = _fail(study, trial, records.TrialFailure("objective is not finite", records.METHOD))
-            else:
-                frozen = study.tell(trial, values if len(values) > 1 else values[0])
+            def record() -> optuna.trial.FrozenTrial:
+                trial.set_user_attr(records.VAL, metrics)
+                values = objective_values(metrics, settings.objectives)
+                if not all(math.isfinite(v) for v in values):
+                    for key, value in records.TrialFailure("objective is not finite", records.METHOD).attrs().items():
+                        trial.set_user_attr(key, value)
+                    return study.tell(trial, state=TrialState.FAIL)
+                return study.tell(trial, values if len(values) > 1 else values[0])
+
+            frozen = _settled(study, trial, record)
         if on_trial is not None:
             on_trial(frozen)

@@ -38,7 +38,7 @@ def per_seed_columns() -> tuple[str, ...]:
     return ("dataset", "method", "seed", "status", "reason", *metric_names(), *THROUGHPUT, "fit_s", "infer_s",
             "params_total", "params_trainable", "trainable_fraction", "peak_mem_mb", "wall_s",
             "n_train", "n_val", "n_test", "n_unlabeled", "val_accuracy", "best_trial",
-            "trials_complete", "trials_pruned", "trials_failed", "plugin", "plugin_method", "config")
+            "trials_complete", "trials_pruned", "trials_failed", "trials_infra", "plugin", "plugin_method", "config")
 
 
 def per_seed_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -96,7 +96,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
             if c in ok.columns:
                 row[c] = float(ok[c].astype(float).mean())
         for c in ("n_train", "n_val", "n_test", "n_unlabeled", "trials_complete", "trials_pruned", "trials_failed",
-                  "val_accuracy", "config"):
+                  "trials_infra", "val_accuracy", "config"):
             if c in ok.columns:
                 row[c] = ok[c].iloc[0]
         out.append(row)

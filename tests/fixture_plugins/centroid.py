@@ -4,11 +4,14 @@
 ``HARNESS_TEST_KILL_AT``: on that fit number (1-based, counted over the whole file) the process kills
 itself with SIGKILL, as a crashed worker would.
 ``HARNESS_TEST_SPY``: assert inside the hooks that the test split never reaches them.
+``HARNESS_TEST_SIGNAL_IN_SPACE``: ``KILL`` or ``INT``: the process sends itself that signal the first
+time it samples a configuration, before anything of the trial is recorded.
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -26,6 +29,10 @@ def harness_methods():
 
 @hookimpl
 def harness_search_space(method, trial, task):
+    sig = os.environ.pop("HARNESS_TEST_SIGNAL_IN_SPACE", None)
+    if sig:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
+        time.sleep(5)  # a SIGINT becomes KeyboardInterrupt here; SIGKILL never returns
     return {"temperature": trial.suggest_float("temperature", 0.1, 10.0, log=True)}
 
 
