@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -375,7 +375,6 @@ def run_suite(
     seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
     from harness.report.provenance import gather, now  # the report layer loads once there is work
 
-    shared = storages.is_shared(suite.storage)
     o = suite.overrides
     provenance = gather(
         suite=suite.name, device=device, seeds=seeds, data_seed=suite.data_seed,

@@ -5,10 +5,14 @@ import gzip
 import inspect
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import DataError
 from harness.hookspecs import hookimpl
 from harness.info import DatasetInfo, DatasetRequest, RawDataset
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # numpy, pandas and torch are imported by each loader: listing the data sets must not load them.
 _SKLEARN_SETS = {
@@ -99,6 +103,8 @@ _LARGEST = 1e18
 def _check_finite(features: pd.DataFrame, path: Path) -> None:
     """Refuse ±inf and values too large for float32 arithmetic, naming the column and the row (NaN
     is a missing value and is filled with the column mean)."""
+    import numpy as np
+
     values = features.to_numpy(dtype=np.float64)
     bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > _LARGEST)
     if bad.any():

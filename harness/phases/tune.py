@@ -22,7 +22,6 @@ import optuna
 from optuna.trial import TrialState
 
 from harness import records, storage
-from harness.configs import default_config
 from harness.errors import ConfigError, HarnessError, StorageUnavailableError, failure_reason
 from harness.metrics import classification_metrics
 from harness.multiobjective import objective_values

@@ -14,7 +14,7 @@ from harness.errors import ConfigError
 from harness.task import Split, Task
 from harness.toolkit.train import EMA, TrainConfig, train
 from harness_plugins.generative.likelihood import (
-    SCHEDULES, NoiseSchedule, bits_per_dim, cache_load, cache_store, class_posterior,
+    NoiseSchedule, bits_per_dim, cache_load, cache_store, class_posterior,
     ddpm_sample, expand_classes, fingerprint, fit_sample_judge, fit_temperature, log_class_prior,
     log_marginal, mc_class_scores, quantise, sample_class_agreement, save_grid, stratified_timesteps,
 )
