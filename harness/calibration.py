@@ -10,19 +10,25 @@ and for averaged predictions (ensembles, MC dropout) it scales the log of the av
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-CALIBRATIONS: tuple[str, ...] = ("temperature",)
-_EPS = torch.finfo(torch.float64).eps
+if TYPE_CHECKING:
+    import torch
+
+CALIBRATIONS: tuple[str, ...] = ("temperature",)  # read by suite validation, which must not load torch
 
 
 def _log_probs(probs: torch.Tensor) -> torch.Tensor:
-    return probs.detach().to("cpu", torch.float64).clamp_min(_EPS).log()
+    import torch
+
+    return probs.detach().to("cpu", torch.float64).clamp_min(torch.finfo(torch.float64).eps).log()
 
 
 def fit_temperature(probs: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
     """The temperature minimising the NLL of ``softmax(log probs / T)`` on ``labels``."""
+    import torch
+    import torch.nn.functional as F
+
     logp = _log_probs(probs)
     labels = labels.detach().to("cpu", torch.long)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive

@@ -66,13 +66,19 @@ def threads_for(choice: str) -> int:
     return max(1, min(cores, round(cores - busy)))
 
 
-def set_threads(n: int) -> None:
-    """Give torch and the BLAS/OpenMP pools ``n`` threads (a pool the environment already sizes keeps it)."""
-    for var in THREAD_ENV:
-        os.environ.setdefault(var, str(n))
-    import torch
+def set_threads(n: int, explicit: bool = False) -> None:
+    """Give torch and the BLAS/OpenMP pools ``n`` threads; with ``auto`` (not ``explicit``) a pool the
+    environment already sizes keeps its size.
 
-    torch.set_num_threads(n)
+    torch sizes its pool from ``OMP_NUM_THREADS`` when it loads, so a command that never needs torch
+    (a run that finds everything stored, a listing) does not pay for importing it here."""
+    for var in THREAD_ENV:
+        if explicit:
+            os.environ[var] = str(n)
+        else:
+            os.environ.setdefault(var, str(n))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         computes = args.command in ("run", "worker", "bench") or (
             args.command == "plugins" and (args.check or args.spaces or args.json))
         if args.threads != "auto" or computes:  # listing and describing never import torch
-            set_threads(threads_for(args.threads))
+            set_threads(threads_for(args.threads), explicit=args.threads != "auto")
         if args.command == "new-plugin":  # writes files; needs no plugin
             return COMMANDS[args.command](args, None, console)
         from harness.plugins import load_plugins

@@ -13,30 +13,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import records, storage as storages
-from harness.cash import CashMethod, write_per_method
 from harness.configs import check_pinned, defaults_for
-from harness.data import load_task
 from harness.errors import ConfigError
 from harness.multiobjective import directions
-from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
 from harness.plugins import Registry, plugin_distributions
 from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
 from harness.samplers import make_pruner, make_sampler
-from harness.shift import parse_ood, parse_shifts
 from harness.storage import budget_used, claim_final, make_storage, redact
 from harness.suite import DatasetSpec, RowSpec, Suite, suite_spec
-from harness.task import Task
 
 if TYPE_CHECKING:
+    import torch
+
+    from harness.task import Task
     from harness.report.pipeline import Report
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -77,6 +76,8 @@ def study_name(suite: Suite, ds: DatasetSpec, row: RowSpec) -> str:
 def row_method(registry: Registry, suite: Suite, row: RowSpec):
     """The method behind a row: a plugin's, or the CASH choice among ``suite.cash``."""
     if row.method == "cash" and suite.cash:
+        from harness.cash import CashMethod
+
         return CashMethod(registry, suite.cash)
     return registry.method(row.method)
 
@@ -87,6 +88,8 @@ def row_task(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec, de
     cache = {} if cache is None else cache
     budget = not row.all_labels and (ds.labels_per_class is not None or ds.label_fraction is not None)
     if budget not in cache:
+        from harness.data import load_task
+
         cache[budget] = load_task(
             registry, ds.name, options=ds.options, data_seed=suite.data_seed,
             val_frac=ds.val_frac, test_frac=ds.test_frac,
@@ -327,7 +330,6 @@ def run_suite(
     def say(message: str) -> None:
         console.print(redact(message), highlight=False)
 
-    device = resolve_device(suite.device)
     out_dir = Path(out_dir)
     cache_dir = cache_dir or Path(".harness-cache")
     check_paths(suite, out_dir)
@@ -338,8 +340,9 @@ def run_suite(
     todo = [p for p in plans if p.action in ("new", "extend")]
     if not todo:
         if not any(p.action == "stored" for p in plans):
-            raise ConfigError(f"nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
+            raise ConfigError("nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
         return _show_stored(suite, plans, storage, out_dir, say)
+    device = resolve_device(suite.device)  # torch loads only once there is work
     tasks: dict[int, dict[bool, Task]] = {}
     known: set[str] = set()
     for plan in todo:  # every data set loads and every pinned value fits before anything is written
@@ -494,6 +497,8 @@ def write_study_extras(storage, suite_name: str | None, out_dir: Path) -> dict[s
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         if meta.cash:
             stem = f"cash_{_safe(meta.dataset)}"
+            from harness.cash import write_per_method
+
             for k, v in write_per_method(study, out_dir, stem).items():
                 paths[f"{stem}_{k}"] = v
         if len(meta.objectives) > 1 and study.best_trials:
@@ -546,6 +551,9 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     without the seed phase unless the budget is reached. The seed phase is claimed by one process;
     ``harness run`` waits for a worker that holds it, a worker does not.
     """
+    from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
+    from harness.shift import parse_ood, parse_shifts
+
     bars = bars or _NoBars()
     cache_dir = cache_dir or Path(".harness-cache")
     budget = suite.budget(row)

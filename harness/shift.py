@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_SHIFTS: dict[str, tuple[float, ...]] = {
     "rotate": (15.0, 30.0, 45.0, 60.0),
@@ -52,6 +54,9 @@ class ShiftSpec:
 
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate images ``N×C×H×W`` counter-clockwise about their centre; corners fill with zeros."""
+    import torch
+    import torch.nn.functional as F
+
     theta = math.radians(degrees)
     c, s = math.cos(theta), math.sin(theta)
     # affine_grid maps output to input coordinates (x right, y down), so the inverse rotation goes here.
@@ -61,6 +66,8 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def gaussian_noise(x: torch.Tensor, std: float, seed: int = _SHIFT_SEED) -> torch.Tensor:
+    import torch
+
     g = torch.Generator(device=x.device).manual_seed(seed)
     return (x + std * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)).clamp(0, 1)
 
@@ -82,6 +89,8 @@ def apply_shift(x: torch.Tensor, spec: ShiftSpec) -> torch.Tensor:
 
 def ood_images(x: torch.Tensor, name: str) -> torch.Tensor:
     """An out-of-distribution set of the same size and shape as ``x``, made from it."""
+    import torch
+
     g = torch.Generator(device=x.device).manual_seed(_SHIFT_SEED + 7)
     if name == "rotate90":
         return torch.rot90(x, 1, dims=(-2, -1))
@@ -136,6 +145,8 @@ def parse_ood(value: object) -> tuple[str, ...]:
 def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
     """Area under the ROC curve for telling ``out`` (positives) from ``in`` by a score that should be
     higher out of distribution: the Mann–Whitney U statistic, ties counted one half."""
+    import torch
+
     scores = torch.cat([in_scores.detach().double().cpu(), out_scores.detach().double().cpu()])
     n_in, n_out = in_scores.numel(), out_scores.numel()
     if n_in == 0 or n_out == 0:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from harness.errors import PluginError
 
@@ -21,6 +22,8 @@ def _move(t: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | 
     """Copy to ``device``; host tensors bound for a GPU go through pinned memory (an asynchronous DMA)."""
     if t is None:
         return None
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
