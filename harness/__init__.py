@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _HOMES = {
     "hookimpl": "harness.hookspecs",
+    "lazy_hooks": "harness.hookspecs",
     "FitContext": "harness.context",
     "MethodInfo": "harness.info",
     "DatasetInfo": "harness.info",
@@ -23,12 +24,12 @@ _HOMES = {
     "Task": "harness.task",
 }
 
-__all__ = ["hookimpl", "FitContext", "MethodInfo", "DatasetInfo", "DatasetRequest", "RawDataset",
+__all__ = ["hookimpl", "lazy_hooks", "FitContext", "MethodInfo", "DatasetInfo", "DatasetRequest", "RawDataset",
            "Predictions", "Split", "Task", "__version__"]
 
 if TYPE_CHECKING:
     from harness.context import FitContext
-    from harness.hookspecs import hookimpl
+    from harness.hookspecs import hookimpl, lazy_hooks
     from harness.info import DatasetInfo, DatasetRequest, MethodInfo, RawDataset
     from harness.predictions import Predictions
     from harness.task import Split, Task

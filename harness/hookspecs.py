@@ -129,3 +129,23 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     Numbers on ``Predictions.extras``, or put on ``ctx.extras`` while scoring the test split in the
     final phase (``ctx.phase == "final"``), become ``extra_<name>`` columns of the tables.
     """
+
+
+def lazy_hooks(module: str) -> tuple[Any, Any]:
+    """``harness_fit`` and ``harness_evaluate`` implementations that import ``module`` on first use and
+    call its ``fit(method, task, config, ctx)`` and ``evaluate(method, fitted, split, ctx)``.
+
+    A plugin whose describing module assigns ``harness_fit, harness_evaluate = lazy_hooks(...)``
+    lists its methods without importing torch; the heavy module loads with the first fit.
+    """
+    import importlib
+
+    @hookimpl
+    def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
+        return importlib.import_module(module).fit(method, task, config, ctx)
+
+    @hookimpl
+    def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
+        return importlib.import_module(module).evaluate(method, fitted, split, ctx)
+
+    return harness_fit, harness_evaluate

@@ -49,11 +49,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness import hookimpl
+from harness.hookspecs import lazy_hooks
 from harness.info import MethodInfo
 
 if TYPE_CHECKING:
-    from harness.context import FitContext
-    from harness.task import Split, Task
+    from harness.task import Task
 
 VAE_DEFAULTS = {"latent": 8, "hidden": 512, "beta": 2.0, "decoder": "gaussian", "iw_samples": 16,
                 "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 64}
@@ -110,15 +110,5 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     }
 
 
-@hookimpl
-def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
-    from harness_plugins.generative import training  # torch loads with the first fit, not with the listing
-
-    return training.fit(method, task, config, ctx)
-
-
-@hookimpl
-def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
-    from harness_plugins.generative import training
-
-    return training.evaluate(method, fitted, split, ctx)
+# torch loads with the first fit, not with the listing
+harness_fit, harness_evaluate = lazy_hooks("harness_plugins.generative.training")

@@ -26,14 +26,11 @@ and their training are in :mod:`harness_plugins.graph.training`, the stopping ru
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness import hookimpl
+from harness.hookspecs import lazy_hooks
 from harness.info import MethodInfo
-
-if TYPE_CHECKING:
-    from harness.context import FitContext
-    from harness.task import Split, Task
 
 GCN_DEFAULTS = {"hidden": 16, "dropout": 0.5, "lr": 0.01, "weight_decay": 5e-4,
                 "stopping": "window", "patience": 10}
@@ -76,15 +73,5 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
     return cfg
 
 
-@hookimpl
-def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
-    from harness_plugins.graph import training  # torch loads with the first fit, not with the listing
-
-    return training.fit(method, task, config, ctx)
-
-
-@hookimpl
-def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
-    from harness_plugins.graph import training
-
-    return training.evaluate(method, fitted, split, ctx)
+# torch loads with the first fit, not with the listing
+harness_fit, harness_evaluate = lazy_hooks("harness_plugins.graph.training")

@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness import hookimpl
+from harness.hookspecs import lazy_hooks
 from harness.info import MethodInfo
 from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe
 
 if TYPE_CHECKING:
-    from harness.context import FitContext
-    from harness.task import Split, Task
+    from harness.task import Task
 
 _ENCODER_DEFAULTS = {"model": "cnn3", "width": 16, "pretrained": False}
 _SSL_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "proj_dim", "views")
@@ -75,15 +75,5 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     return cfg
 
 
-@hookimpl
-def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
-    from harness_plugins.representation import training  # torch loads with the first fit, not with the listing
-
-    return training.fit(method, task, config, ctx)
-
-
-@hookimpl
-def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
-    from harness_plugins.representation import training
-
-    return training.evaluate(method, fitted, split, ctx)
+# torch loads with the first fit, not with the listing
+harness_fit, harness_evaluate = lazy_hooks("harness_plugins.representation.training")

@@ -17,15 +17,12 @@ is in :mod:`harness_plugins.uncertainty.training`, imported with the first fit.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness import hookimpl
+from harness.hookspecs import lazy_hooks
 from harness.info import MethodInfo
 from harness.toolkit.spaces import OPTIMIZERS, suggest_optimizer
-
-if TYPE_CHECKING:
-    from harness.context import FitContext
-    from harness.task import Split, Task
 
 KINDS = ("image", "tabular")
 _NETWORK = {"model": "mlp", "hidden": 256, "batchnorm": True, "optimizer": "adamw", "lr": 2e-3,
@@ -72,15 +69,5 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
     return cfg
 
 
-@hookimpl
-def harness_fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Any:
-    from harness_plugins.uncertainty import training  # torch loads with the first fit, not with the listing
-
-    return training.fit(method, task, config, ctx)
-
-
-@hookimpl
-def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) -> Any:
-    from harness_plugins.uncertainty import training
-
-    return training.evaluate(method, fitted, split, ctx)
+# torch loads with the first fit, not with the listing
+harness_fit, harness_evaluate = lazy_hooks("harness_plugins.uncertainty.training")
