@@ -496,7 +496,15 @@ def _boot_id() -> str:
         return ""
 
 
-_OWN_START = process_start(os.getpid())
+_own_start: tuple[int, str | None] | None = None
+
+
+def own_start() -> str | None:
+    """This process's start time, read once per process (a forked child is a new process)."""
+    global _own_start
+    if _own_start is None or _own_start[0] != os.getpid():
+        _own_start = (os.getpid(), process_start(os.getpid()))
+    return _own_start[1]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -589,8 +597,8 @@ def ask(study: optuna.Study) -> optuna.Trial:
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = study.ask()
     trial.set_user_attr(records.WORKER, worker_id())
-    if _OWN_START:
-        trial.set_user_attr(records.WORKER_START, _OWN_START)
+    if own_start():
+        trial.set_user_attr(records.WORKER_START, own_start())
     return trial
 
 
@@ -649,7 +657,7 @@ def _verdict(t: FrozenTrial, interval: float | None, beats: dict[int, float], tr
     start = t.user_attrs.get(records.WORKER_START)
     pid = _local_pid(worker, start)
     if pid is not None:
-        if pid == os.getpid() and (not start or start == _OWN_START):
+        if pid == os.getpid() and (not start or start == own_start()):
             return OWN, ""
         return (LIVE, "") if process_alive(pid, start) else (DEAD, f"worker {worker} died during the trial")
     if not interval:
