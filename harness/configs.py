@@ -173,7 +173,7 @@ class RecordingTrial:
             if param not in self._pinned:
                 return value
             pinned = self._pinned[param]
-            if dist is not None and not _fits(dist, pinned):
+            if dist is not None and not _fits(dist, pinned, param):
                 raise ConfigError(f"{self._method}: pinned {param}={pinned!r} is not in its search space "
                                   f"({_describe(dist, (), {})}" + (", integers" if _is_int(dist) else "") + ")")
             return pinned
@@ -187,15 +187,51 @@ def _is_int(dist: Any) -> bool:
     return isinstance(dist, od.IntDistribution)
 
 
-def _fits(dist: Any, value: Any) -> bool:
-    if hasattr(dist, "choices"):
-        return any(value == c and type(value) is type(c) or (value == c and isinstance(c, float)
-                   and isinstance(value, int) and not isinstance(value, bool)) for c in dist.choices)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _fits(dist: Any, value: Any, param: str = "") -> bool:
+    """Whether a pinned ``value`` is one a method can take for ``param``.
+
+    A range bounds what is valid (``lr=-5``, ``n_neighbors`` beyond the training set), so a pinned
+    number must lie in it, except zero in a log range: the value that turns a scale off (no weight
+    decay). Choices often list only what tuning *searches*: a row may pin ``batch_size: 16`` beside
+    ``(32, 64, 128)``, ``model: lenet`` beside ``(cnn, mlp)`` or an optimiser the space leaves out.
+    So a number of the choices' kind fits (not negative where they are not), a name fits where the
+    toolkit knows it (a registered network, ``timm:<arch>``, an optimiser), any other string must be
+    one of the choices (``optimizer=banana`` is refused before anything runs), and ``None`` (the
+    method's own default) always fits."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not hasattr(dist, "choices"):
+        if not number or (_is_int(dist) and not isinstance(value, int)):
+            return False
+        return not _outside(dist, value) or (value == 0 and getattr(dist, "log", False))
+    if any(value == c and type(value) is type(c) or (value == c and isinstance(c, float) and number)
+           for c in dist.choices):
+        return True
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return _toolkit_name(param, value)
+    searched = [c for c in dist.choices if c is not None]
+    if not searched:  # the space leaves it to the method's default
+        return True
+    numbers = [c for c in searched if isinstance(c, (int, float)) and not isinstance(c, bool)]
+    if not number or len(numbers) != len(searched):
         return False
-    if _is_int(dist) and not isinstance(value, int):
+    if all(isinstance(c, int) for c in numbers) and not isinstance(value, int):
         return False
-    return not _outside(dist, value)
+    return value >= 0 or min(numbers) < 0  # zero turns a count or scale off (mc_samples: 0)
+
+
+def _toolkit_name(param: str, value: str) -> bool:
+    """A network or optimiser name the shared toolkit can build, outside a space's searched choices."""
+    if param == "model":
+        from harness.toolkit.models import list_models
+
+        return value.startswith("timm:") or value in list_models()
+    if param == "optimizer":
+        from harness.toolkit.spaces import OPTIMIZERS
+
+        return value in OPTIMIZERS
+    return False
 
 
 def check_pinned(method: Any, task: Task, pinned: dict[str, Any], samples: int = 8) -> set[str]:
@@ -222,6 +258,10 @@ def check_pinned(method: Any, task: Task, pinned: dict[str, Any], samples: int =
         study.tell(trial, 0.0)
     if known & {"lr", "optimizer", "batch_size"}:
         known |= set(_TRAIN_KEYS) | {"optimizer", "schedule", "restore_best"}
+    if "model" in known and isinstance(pinned.get("model"), str):
+        from harness.toolkit.models import model_arguments
+
+        known |= model_arguments(pinned["model"])  # a pinned network's own arguments (lenet's hidden)
     for key, value in pinned.items():
         if key in _TRAIN_KEYS and key in known:
             kind, low, inclusive = _TRAIN_KEYS[key]

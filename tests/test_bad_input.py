@@ -66,7 +66,7 @@ FILES = {
     # pinned values, against the method's search space, before the first trial
     (["logreg", "--dataset", "iris", "--param", "nosuchkey=3"], "no method of this run (logreg) has a parameter"),
     (["--suite", "row_param.yaml"], "logreg: logreg has no parameter or configuration key 'nosuchkey'"),
-    (["erm", "--dataset", "iris", "--param", "batch_size=0"], "erm: pinned batch_size=0 is not in its search space"),
+    (["erm", "--dataset", "iris", "--param", "batch_size=0"], "erm: pinned batch_size=0 must be an integer ≥ 1"),
     (["erm", "--dataset", "iris", "--param", "optimizer=banana"], "erm: pinned optimizer='banana' is not in its"),
     (["erm", "--dataset", "iris", "--param", "lr=-5"], "erm: pinned lr=-5 is not in its search space ([0.001, 0.3] log)"),
     (["erm", "--dataset", "iris", "--param", "lr=abc"], "erm: pinned lr='abc' is not in its search space"),

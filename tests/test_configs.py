@@ -57,3 +57,32 @@ def test_the_withheld_test_split_says_why(iris):
     with pytest.raises(WithheldSplitError):
         len(plugin_task.test)
     assert "n_test" not in plugin_task.sizes() and plugin_task.to("cpu").has_test is False
+
+
+@pytest.mark.parametrize("param, value, fits", [
+    ("batch_size", 16, True),           # a number the searched choices leave out
+    ("batch_size", 16.5, False),        # ... but of their kind
+    ("mc_samples", 0, True),            # zero turns a count off
+    ("model", "lenet", True),           # a registered network outside (cnn, mlp)
+    ("model", "timm:resnet18", True),
+    ("model", "lenett", False),
+    ("optimizer", "sgd", True),
+    ("optimizer", "banana", False),
+    ("lr", 0.5, False),                 # a range bounds what is valid
+    ("lr", -5, False),
+    ("weight_decay", 0.0, True),        # zero in a log range: the scale off
+    ("width", None, True),              # the method's own default
+])
+def test_pinned_values_fit_by_kind_not_only_by_membership(param, value, fits):
+    import optuna.distributions as od
+
+    from harness.configs import _fits
+
+    dists = {"batch_size": od.CategoricalDistribution([32, 64, 128]),
+             "mc_samples": od.CategoricalDistribution([20]),
+             "model": od.CategoricalDistribution(["cnn", "mlp"]),
+             "optimizer": od.CategoricalDistribution(["adam", "adamw"]),
+             "lr": od.FloatDistribution(1e-3, 0.3, log=True),
+             "weight_decay": od.FloatDistribution(1e-6, 1e-2, log=True),
+             "width": od.CategoricalDistribution([32])}
+    assert _fits(dists[param], value, param) is fits

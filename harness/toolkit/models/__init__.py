@@ -8,8 +8,8 @@ themselves when this package is imported.
 from harness.toolkit.models import builtin as _builtin  # noqa: F401  (registers mlp, cnn, cnn3, lenet)
 from harness.toolkit.models.classifier import Classifier
 from harness.toolkit.models.registry import (
-    count_parameters, create_model, list_models, network_from_config, register_model,
+    count_parameters, create_model, list_models, model_arguments, network_from_config, register_model,
 )
 
-__all__ = ["Classifier", "create_model", "list_models", "network_from_config", "register_model",
+__all__ = ["Classifier", "create_model", "list_models", "model_arguments", "network_from_config", "register_model",
            "count_parameters"]

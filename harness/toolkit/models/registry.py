@@ -32,6 +32,18 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
+def model_arguments(name: str) -> set[str]:
+    """The keyword arguments the registered network ``name`` takes (a configuration may pin any of
+    them); empty for ``timm:`` names and unknown names."""
+    import inspect
+
+    builder = _REGISTRY.get(name)
+    if builder is None:
+        return set()
+    return {p.name for p in list(inspect.signature(builder).parameters.values())[1:]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def create_model(name: str, task: Task, **kwargs) -> Classifier:
     """Build the model ``name`` for ``task``. ``timm:<arch>`` builds any timm model (not pretrained
     unless ``pretrained=True``, which needs timm's weights in the local cache)."""

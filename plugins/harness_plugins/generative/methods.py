@@ -101,7 +101,7 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
         "weight_decay": trial.suggest_float("weight_decay", 0.0, 1e-4),
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
         "ema_decay": trial.suggest_categorical("ema_decay", [0.99, 0.995, 0.999]),
-        "mc_evals": trial.suggest_categorical("mc_evals", [8, 16, 32]),
+        "mc_evals": trial.suggest_int("mc_evals", 4, 32, log=True),
         "t_lo": trial.suggest_float("t_lo", 0.0, 0.3),
         "t_hi": trial.suggest_float("t_hi", 0.4, 1.0),
         "bpd_evals": trial.suggest_categorical("bpd_evals", [10]),
