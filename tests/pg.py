@@ -102,3 +102,17 @@ class Cluster:
         finally:
             self.started = False
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def started_cluster():
+    """A pytest fixture body: a started throwaway cluster, stopped afterwards; skips the test
+    where no server binaries are installed."""
+    import pytest
+
+    if server_bin() is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql); .ci/run installs them")
+    cluster = Cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

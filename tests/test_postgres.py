@@ -21,7 +21,7 @@ from harness.storage import ask, heartbeat, make_storage, reap_dead_trials
 from harness.suite import from_mapping, load_suite
 
 from conftest import harness_env
-from pg import Cluster, server_bin
+from pg import started_cluster
 from test_scaleout import _claim, _create_or_load, _open, race
 
 pytestmark = pytest.mark.postgres
@@ -29,13 +29,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def postgres():
-    if server_bin() is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql); .ci/run installs them")
-    cluster = Cluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from started_cluster()
 
 
 SUITE = ("name: pg\ndatasets: [digits]\nmethods: [paced]\ntrials: 8\nseeds: 2\nepochs: 1\nsampler: random\n"

@@ -30,7 +30,7 @@ from harness.storage import (
 from harness.suite import from_mapping
 
 from conftest import harness_env
-from pg import Cluster, server_bin
+from pg import started_cluster
 from test_scaleout import _open
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -56,13 +56,7 @@ def _default_sigint():
 
 @pytest.fixture(scope="module")
 def server():
-    if server_bin() is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql); .ci/run installs them")
-    cluster = Cluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from started_cluster()
 
 
 def _with_password(url: str) -> str:

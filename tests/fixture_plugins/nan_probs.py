@@ -1,25 +1,5 @@
 """Returns NaN probabilities (a division by zero in the method)."""
-from harness import MethodInfo, hookimpl
-
 from fixture_plugins import _base
 
-
-@hookimpl
-def harness_methods():
-    return [MethodInfo("nan_probs", ("image", "tabular"), "NaN probabilities")]
-
-
-@hookimpl
-def harness_search_space(method, trial, task):
-    return {"temperature": trial.suggest_float("temperature", 0.1, 10.0, log=True)}
-
-
-@hookimpl
-def harness_fit(method, task, config, ctx):
-    return _base.fit(task, config["temperature"])
-
-
-@hookimpl
-def harness_evaluate(method, fitted, split, ctx):
-    p = _base.probs(fitted, split)
-    return p * 0 / 0
+harness_methods, harness_search_space, harness_fit, harness_evaluate = _base.broken_hooks(
+    "nan_probs", "NaN probabilities", lambda p, split: p * 0 / 0)
