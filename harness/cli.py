@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels-per-class", type=int, help="label budget: labelled examples kept per class")
     run.add_argument("--trials", type=int, help="tuning trials per method and data set")
     run.add_argument("--seeds", type=int, help="seeds the best configuration is re-trained with")
+    run.add_argument("--seeds-until-decided", type=int, metavar="MAX",
+                     help="then add seeds in rounds (the suite's compare:) until each comparison is decided, "
+                          "at most MAX per row")
     run.add_argument("--epochs", type=int, help="training epochs every method gets")
     run.add_argument("--timeout", type=float, help="seconds of tuning per method and data set")
     run.add_argument("--storage", help="Optuna storage: FILE.journal (default in --out), sqlite:///F, postgresql://...")
@@ -372,7 +375,15 @@ def _cmd_run(args, registry, console) -> int:
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
-    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
+    if args.seeds_until_decided is not None:
+        from harness.rounds import run_until_decided
+
+        if args.seeds_until_decided < 1:
+            raise ConfigError(f"--seeds-until-decided must be a positive integer, got {args.seeds_until_decided}")
+        result = run_until_decided(suite, registry, out, args.seeds_until_decided, console=console,
+                                   progress=not args.no_progress, fresh=args.fresh)
+    else:
+        result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
     if result.report is not None:
         console.print(result.report.terminal_table())
     else:  # nothing computed: the stored table as written
