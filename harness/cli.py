@@ -386,6 +386,7 @@ def _cmd_run(args, registry, console) -> int:
         result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
     if result.report is not None:
         console.print(result.report.terminal_table())
+        _print_seed_lines(console, result.report.seed_lines())
     else:  # nothing computed: the stored table as written
         lines = result.paths["summary_md"].read_text(encoding="utf-8").splitlines()
         start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
@@ -439,9 +440,19 @@ def _cmd_report(args, registry, console) -> int:
                    title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry))
     write_study_extras(storage, args.suite, out)  # before the page, which embeds the Pareto plots
     paths = report.write(out, html_path=Path(args.html) if args.html else None)
+    _print_seed_lines(console, report.seed_lines())
     console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {paths['html']}",
                   highlight=False)
     return 0
+
+
+def _print_seed_lines(console, lines: list[str]) -> None:
+    """The accuracy differences and the seeds each needs (comparisons.md has every metric)."""
+    if lines:
+        console.print("how many seeds? (paired t-test power, α = 0.05, power 0.8; comparisons.md has all)",
+                      highlight=False)
+        for line in lines:
+            console.print("  " + redact(line), markup=False, highlight=False)
 
 
 def _cmd_worker(args, registry, console) -> int:

@@ -40,6 +40,7 @@ def run_until_decided(suite: Suite, registry: Registry, out_dir: Path, max_seeds
     """Run ``suite`` in seed rounds until every requested comparison is decided or each of its rows
     has ``max_seeds`` seeds; return the last round's result with the tables rewritten."""
     console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
 
     def say(message: str) -> None:
         console.print(redact(message), highlight=False)

@@ -188,5 +188,24 @@ def rule_text(spec: CompareSpec, first: int, step: int, max_seeds: int) -> str:
             "The fixed-sample p-values of the comparisons table do not account for the rounds; this decision does.")
 
 
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """A stored seed-rounds record (``harness.rounds``) in words: rule, looks, seeds, decisions."""
+    looks = record.get("looks") or []
+    seeds = record.get("seeds") or {}
+    parts = [str(record.get("rule", ""))]
+    if looks:
+        parts.append(f"{len(looks)} round{'s' * (len(looks) != 1)}, looking at "
+                     + "; ".join(", ".join(f"{k} {v}" for k, v in look["seeds"].items()) for look in looks) + ".")
+    if seeds:
+        parts.append("Seeds each row got: " + ", ".join(f"{k} {v}" for k, v in seeds.items()) + ".")
+    decisions = record.get("decisions") or []
+    if decisions:
+        parts.append("Decisions: " + "; ".join(
+            f"{d['a']} vs {d['b']} on {d['dataset']}: {d['state']} ({d['n']} seeds, e = {d['e_value']:.3g}, "
+            f"threshold {d['threshold']:g})" for d in decisions) + ".")
+    return " ".join(p for p in parts if p)
+
+
 __all__ = ["CompareSpec", "parse_compare", "e_value", "first_rejection", "PairState", "assess", "next_targets",
-           "rule_text", "PRIOR_G", "DIFFER", "OPEN", "AT_MAX", "IDENTICAL"]
+           "rule_text", "record_text", "PRIOR_G", "DIFFER", "OPEN", "AT_MAX", "IDENTICAL"]
