@@ -46,6 +46,10 @@ def comparisons_markdown(comp: pd.DataFrame, provenance: dict[str, Any], title: 
                             for c, m in zip(part["power_check"], part["power_check_method"])],
             "in words": [plan_text(r, scale, unit, digits) for r in part.to_dict("records")],
         })
+        rounds = _decisions(provenance, metric)
+        if rounds:
+            shown.insert(7, "seed rounds (always-valid)", [
+                rounds.get((r["dataset"], r["method_a"], r["method_b"]), "–") for r in part.to_dict("records")])
         sense = part["better_is"].iloc[0]
         lines += [f"## {metric} ({sense} is better)", "", to_markdown(shown)]
     lines += ["## Notes", ""]
@@ -57,6 +61,18 @@ def comparisons_markdown(comp: pd.DataFrame, provenance: dict[str, Any], title: 
 
         lines += [f"- Seed rounds: {record_text(provenance['seed_rounds'])}"]
     return "\n".join(lines) + "\n"
+
+
+def _decisions(provenance: dict[str, Any], metric: str) -> dict[tuple[str, str, str], str]:
+    """The seed-rounds decision of each compared pair (both orders), for the compared metric."""
+    record = provenance.get("seed_rounds") or {}
+    if (record.get("compare") or {}).get("metric") != metric:
+        return {}
+    out = {}
+    for d in record.get("decisions") or ():
+        text = f"{d['state']} ({d['n']} seeds, e = {d['e_value']:.3g} vs {d['threshold']:g})"
+        out[(d["dataset"], d["a"], d["b"])] = out[(d["dataset"], d["b"], d["a"])] = text
+    return out
 
 
 def terminal_lines(comp: pd.DataFrame, metric: str = "accuracy") -> list[str]:
