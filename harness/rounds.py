@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import optuna
 from rich.console import Console
 
 from harness import records
@@ -86,8 +87,6 @@ def run_until_decided(suite: Suite, registry: Registry, out_dir: Path, max_seeds
               "max_seeds": max_seeds, "round": step, "looks": looks,
               "seeds": {f"{ds} · {row}": n for (ds, row), n in asked.items()},
               "decisions": [s.as_dict() for s in states], "finished_at": _now()}
-    import optuna
-
     for summary, meta in records.harness_studies(storage, suite.name):
         if (meta.dataset, meta.row) in asked:
             optuna.load_study(study_name=summary.study_name, storage=storage).set_user_attr(records.SEQUENTIAL, record)
