@@ -46,7 +46,7 @@ def comparisons_markdown(comp: pd.DataFrame, provenance: dict[str, Any], title: 
                             for c, m in zip(part["power_check"], part["power_check_method"])],
             "in words": [plan_text(r, scale, unit, digits) for r in part.to_dict("records")],
         })
-        rounds = _decisions(provenance, metric)
+        rounds = round_decisions(provenance, metric)
         if rounds:
             shown.insert(7, "seed rounds (always-valid)", [
                 rounds.get((r["dataset"], r["method_a"], r["method_b"]), "–") for r in part.to_dict("records")])
@@ -63,7 +63,7 @@ def comparisons_markdown(comp: pd.DataFrame, provenance: dict[str, Any], title: 
     return "\n".join(lines) + "\n"
 
 
-def _decisions(provenance: dict[str, Any], metric: str) -> dict[tuple[str, str, str], str]:
+def round_decisions(provenance: dict[str, Any], metric: str) -> dict[tuple[str, str, str], str]:
     """The seed-rounds decision of each compared pair (both orders), for the compared metric."""
     record = provenance.get("seed_rounds") or {}
     if (record.get("compare") or {}).get("metric") != metric:
@@ -81,4 +81,4 @@ def terminal_lines(comp: pd.DataFrame, metric: str = "accuracy") -> list[str]:
     return seed_lines(comp, metric, scale, unit, min(digits, 2))
 
 
-__all__ = ["comparisons_markdown", "terminal_lines", "display"]
+__all__ = ["comparisons_markdown", "terminal_lines", "display", "round_decisions"]

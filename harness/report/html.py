@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.metrics import ECE_DEFINITION, column
 from harness.report import plots
-from harness.report.comparisons import comparisons_markdown, display
+from harness.report.comparisons import comparisons_markdown, display, round_decisions
 from harness.report.latex import ranks_latex, summary_latex
 from harness.report.power import NOTES as POWER_NOTES, plan_text
 from harness.report.provenance import provenance_items
@@ -166,7 +166,7 @@ def _signed(v: Any, digits: int, scale: float = 1.0) -> str:
     return f"{scale * v:+.{digits}f}"
 
 
-def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
+def comparisons_table(comp: pd.DataFrame, metric: str, provenance: dict[str, Any] | None = None) -> str:
     part = comp[comp["metric"] == metric].reset_index(drop=True)
     declared = column(metric)
     scale, digits = (declared.scale, declared.digits) if declared is not None else (1.0, 4)
@@ -185,6 +185,10 @@ def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
         "seeds needed": ["–" if v != v else f"{int(v):,}" for v in part["seeds_needed"]],
         "in words": [plan_text(r, *display(metric)) for r in part.to_dict("records")],
     })
+    rounds = round_decisions(provenance or {}, metric)
+    if rounds:
+        shown.insert(12, "seed rounds (always-valid)",
+                     [rounds.get((r["dataset"], r["method_a"], r["method_b"]), "–") for r in part.to_dict("records")])
     keys = pd.DataFrame({f"mean a − b{unit}": part["mean_diff"], "95% CI (paired bootstrap)": part["ci_low"],
                          "statistic": part["statistic"], "p": part["p_value"], "p (Holm)": part["p_holm"],
                          "effect size": part["effect"], "pairs": part["n"],
@@ -417,7 +421,7 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         for metric in compared_metrics():
             if metric not in set(comp["metric"]):
                 continue
-            body = comparisons_table(comp, metric)
+            body = comparisons_table(comp, metric, provenance)
             if (comp.loc[comp["metric"] == metric, "note"] == NO_VARIANCE).any():
                 body += ("<p class='muted'>“No test”: both methods gave the same result on every seed (e.g. a "
                          "deterministic method on fixed splits), so the difference is the same on every pair and "
