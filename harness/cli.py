@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels-per-class", type=int, help="label budget: labelled examples kept per class")
     run.add_argument("--trials", type=int, help="tuning trials per method and data set")
     run.add_argument("--seeds", type=int, help="seeds the best configuration is re-trained with")
+    run.add_argument("--seeds-until-decided", type=int, metavar="MAX",
+                     help="then add seeds in rounds (the suite's compare:) until each comparison is decided, "
+                          "at most MAX per row")
     run.add_argument("--epochs", type=int, help="training epochs every method gets")
     run.add_argument("--timeout", type=float, help="seconds of tuning per method and data set")
     run.add_argument("--storage", help="Optuna storage: FILE.journal (default in --out), sqlite:///F, postgresql://...")
@@ -372,9 +375,18 @@ def _cmd_run(args, registry, console) -> int:
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
-    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
+    if args.seeds_until_decided is not None:
+        from harness.rounds import run_until_decided
+
+        if args.seeds_until_decided < 1:
+            raise ConfigError(f"--seeds-until-decided must be a positive integer, got {args.seeds_until_decided}")
+        result = run_until_decided(suite, registry, out, args.seeds_until_decided, console=console,
+                                   progress=not args.no_progress, fresh=args.fresh)
+    else:
+        result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
     if result.report is not None:
         console.print(result.report.terminal_table())
+        _print_seed_lines(console, result.report.seed_lines())
     else:  # nothing computed: the stored table as written
         lines = result.paths["summary_md"].read_text(encoding="utf-8").splitlines()
         start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
@@ -428,9 +440,19 @@ def _cmd_report(args, registry, console) -> int:
                    title=args.suite or rows[0]["suite"], descriptions=method_descriptions(registry))
     write_study_extras(storage, args.suite, out)  # before the page, which embeds the Pareto plots
     paths = report.write(out, html_path=Path(args.html) if args.html else None)
+    _print_seed_lines(console, report.seed_lines())
     console.print(f"rebuilt {len(rows)} per-seed rows → {paths['summary_md']}; report page → {paths['html']}",
                   highlight=False)
     return 0
+
+
+def _print_seed_lines(console, lines: list[str]) -> None:
+    """The accuracy differences and the seeds each needs (comparisons.md has every metric)."""
+    if lines:
+        console.print("how many seeds? (paired t-test power, α = 0.05, power 0.8; comparisons.md has all)",
+                      highlight=False)
+        for line in lines:
+            console.print("  " + redact(line), markup=False, highlight=False)
 
 
 def _cmd_worker(args, registry, console) -> int:

@@ -43,6 +43,7 @@ FINAL_CONFIG = "final_config"
 BEST_TRIAL = "best_trial"
 BEST_VAL_ACCURACY = "best_val_accuracy"
 FAILURE = "failure"
+SEQUENTIAL = "seed_rounds"  # the stopping rule, looks and seeds of a seed-rounds run (harness.rounds)
 
 # trial attributes
 CONFIG = "config"
@@ -259,8 +260,11 @@ def collect_provenance(storage, suite: str | None = None) -> dict[str, Any]:
     lists the budget each row really had (rows stored before budgets were recorded have none)."""
     runs: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
     budgets: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, Any]] = []
     for summary, meta in harness_studies(storage, suite):
         p = summary.user_attrs.get(PROVENANCE)
+        if summary.user_attrs.get(SEQUENTIAL):
+            rounds.append(summary.user_attrs[SEQUENTIAL])
         if meta.budget is not None:
             budgets[f"{meta.dataset} · {meta.row}"] = dataclasses.asdict(meta.budget)
         if not p:
@@ -277,4 +281,6 @@ def collect_provenance(storage, suite: str | None = None) -> dict[str, Any]:
                                 for p, rows in ordered[:-1]]
     if budgets:
         prov["budgets"] = budgets
+    if rounds:
+        prov["seed_rounds"] = max(rounds, key=lambda r: str(r.get("finished_at", "")))
     return prov

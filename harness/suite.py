@@ -35,6 +35,7 @@ from harness.calibration import CALIBRATIONS
 from harness.errors import ConfigError
 from harness.records import Budget
 from harness.samplers import SAMPLERS, SINGLE_OBJECTIVE, check_pruner, check_sampler
+from harness.sequential import parse_compare
 from harness.shift import parse_ood, parse_shifts
 
 
@@ -131,6 +132,7 @@ class Suite:
     max_retries: int = 2  # re-runs of a configuration whose worker died
     storage_retry: float = 120.0  # seconds a process rides out an unreachable database storage
     params: dict[str, Any] = field(default_factory=dict)  # values pinned for every row
+    compare: Any = None  # which comparisons seed rounds decide (harness.sequential.CompareSpec)
     overrides: Overrides = field(default_factory=Overrides)
 
     def replace(self, **changes) -> Suite:
@@ -243,6 +245,9 @@ def validate(suite: Suite) -> Suite:
             raise ConfigError(f"{row.name}: unknown calibrate {row.calibrate!r} (known: {', '.join(CALIBRATIONS)})")
     parse_shifts(suite.shifts)
     parse_ood(suite.ood)
+    compare = parse_compare(suite.compare)
+    if compare is not None and compare.baseline is not None and compare.baseline not in {r.name for r in suite.all_rows()}:
+        raise ConfigError(f"compare.baseline {compare.baseline!r} is not a row of the suite")
     for ds in suite.datasets:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")

@@ -20,12 +20,14 @@ PLUGINS = ROOT / "plugins"
 # Top to bottom. A name covers the module and everything under it.
 LAYERS: dict[str, tuple[str, ...]] = {
     "face": ("harness.cli", "harness.scaffold"),
-    "orchestrate": ("harness.runner", "harness.worker", "harness.cash", "harness.bench", "harness.conformance"),
+    "orchestrate": ("harness.runner", "harness.worker", "harness.cash", "harness.bench", "harness.conformance",
+                    "harness.rounds"),
     "phases": ("harness.phases", "harness.search", "harness.evaluate"),
     "report": ("harness.report",),
     "bottom": (
         "harness",  # the package's public names
         "harness.storage", "harness.records", "harness.samplers", "harness.suite", "harness.redaction",
+        "harness.sequential",
         # the plugin contract
         "harness.hookspecs", "harness.plugins", "harness.info", "harness.task", "harness.context",
         "harness.predictions", "harness.configs", "harness.errors",

@@ -19,7 +19,9 @@ import pandas as pd
 
 from harness.metrics import ECE_DEFINITION, column
 from harness.report import plots
+from harness.report.comparisons import comparisons_markdown, display, round_decisions
 from harness.report.latex import ranks_latex, summary_latex
+from harness.report.power import NOTES as POWER_NOTES, plan_text
 from harness.report.provenance import provenance_items
 from harness.report.stats import (
     NO_VARIANCE, RankResult, average_ranks, compared_metrics, methods_text, pairwise_comparisons, sense_of,
@@ -164,7 +166,7 @@ def _signed(v: Any, digits: int, scale: float = 1.0) -> str:
     return f"{scale * v:+.{digits}f}"
 
 
-def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
+def comparisons_table(comp: pd.DataFrame, metric: str, provenance: dict[str, Any] | None = None) -> str:
     part = comp[comp["metric"] == metric].reset_index(drop=True)
     declared = column(metric)
     scale, digits = (declared.scale, declared.digits) if declared is not None else (1.0, 4)
@@ -179,13 +181,27 @@ def comparisons_table(comp: pd.DataFrame, metric: str) -> str:
         "p": [_p(v) for v in part["p_value"]], "p (Holm)": [_p(v) for v in part["p_holm"]],
         "effect size": [f"{e} {_signed(v, 2)}" if e else "–" for e, v in zip(part["effect_name"], part["effect"])],
         "better (α = 0.05)": part["better"], "note": part["note"],
+        f"smallest detectable{unit}": [_abs(v, digits, scale) for v in part["min_detectable"]],
+        "seeds needed": ["–" if v != v else f"{int(v):,}" for v in part["seeds_needed"]],
+        "in words": [plan_text(r, *display(metric)) for r in part.to_dict("records")],
     })
+    rounds = round_decisions(provenance or {}, metric)
+    if rounds:
+        shown.insert(12, "seed rounds (always-valid)",
+                     [rounds.get((r["dataset"], r["method_a"], r["method_b"]), "–") for r in part.to_dict("records")])
     keys = pd.DataFrame({f"mean a − b{unit}": part["mean_diff"], "95% CI (paired bootstrap)": part["ci_low"],
                          "statistic": part["statistic"], "p": part["p_value"], "p (Holm)": part["p_holm"],
-                         "effect size": part["effect"], "pairs": part["n"]})
+                         "effect size": part["effect"], "pairs": part["n"],
+                         f"smallest detectable{unit}": part["min_detectable"], "seeds needed": part["seeds_needed"]})
     sig = ["sig" if b not in ("no significant difference", "no test") else "" for b in part["better"]]
     return table(shown, keys, row_classes=sig, numeric=["pairs", f"mean a − b{unit}", "95% CI (paired bootstrap)",
-                                                         "statistic", "p", "p (Holm)", "effect size"])
+                                                         "statistic", "p", "p (Holm)", "effect size",
+                                                         f"smallest detectable{unit}", "seeds needed"])
+
+
+def _abs(v: Any, digits: int, scale: float = 1.0) -> str:
+    v = _num(v)
+    return "–" if v is None else f"{scale * v:.{digits}f}"
 
 
 def ranks_table(res: RankResult) -> str:
@@ -342,6 +358,8 @@ def write_report(out_dir: Path, *, per_seed: pd.DataFrame, summary: pd.DataFrame
     paths: dict[str, Path] = {"comparisons_csv": out_dir / "comparisons.csv", "ranks_csv": out_dir / "ranks.csv",
                               "summary_tex": out_dir / "summary.tex", "html": html_path}
     _atomic_write(paths["comparisons_csv"], comp.to_csv(index=False))
+    paths["comparisons_md"] = out_dir / "comparisons.md"
+    _atomic_write(paths["comparisons_md"], comparisons_markdown(comp, provenance, title, methods_text(per_seed)))
     _atomic_write(paths["ranks_csv"], _ranks_frame(ranked).to_csv(index=False))
     if not summary.empty:
         _atomic_write(paths["summary_tex"], summary_latex(summary))
@@ -403,11 +421,12 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         for metric in compared_metrics():
             if metric not in set(comp["metric"]):
                 continue
-            body = comparisons_table(comp, metric)
+            body = comparisons_table(comp, metric, provenance)
             if (comp.loc[comp["metric"] == metric, "note"] == NO_VARIANCE).any():
                 body += ("<p class='muted'>“No test”: both methods gave the same result on every seed (e.g. a "
                          "deterministic method on fixed splits), so the difference is the same on every pair and "
                          "the seeds carry no evidence about it beyond its size.</p>")
+            body += f"<p class='muted'>{esc(POWER_NOTES)}</p>"
             head = f"Pairwise comparisons: {esc(_label(metric))} ({sense_of(metric)} is better)"
             if metric in PAGE_COMPARED:
                 stat_parts.append(f"<h3>{head}</h3>" + body)

@@ -56,6 +56,15 @@ class Report:
         ))
         return paths
 
+    def seed_lines(self, metric: str = "accuracy") -> list[str]:
+        """How many seeds each difference in ``metric`` needs, one sentence per comparison."""
+        from harness.report.comparisons import terminal_lines
+        from harness.report.stats import pairwise_comparisons, sense_of
+
+        if self.per_seed.empty:
+            return []
+        return terminal_lines(pairwise_comparisons(self.per_seed, {metric: sense_of(metric)}), metric)
+
     def terminal_table(self) -> Table:
         """The summary as a rich table; data set and method names never break over two lines."""
         table = Table(title=f"{self.title}: test split, mean ± std over seeds")

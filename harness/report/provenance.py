@@ -166,6 +166,10 @@ def provenance_items(prov: dict[str, Any]) -> list[tuple[str, str, bool]]:
                       redact(f"command {run.get('command')}, git commit {run.get('git_commit')}, ")
                       + f"torch threads {threads_of(run)}, device {run.get('device')}, "
                       f"finished at {run.get('finished_at')}", False))
+    if prov.get("seed_rounds"):
+        from harness.sequential import record_text
+
+        items.append(("seed rounds", record_text(prov["seed_rounds"]), False))
     items.append(("metrics", "mean ± std over seeds; CI: 95 % percentile bootstrap of the mean over seeds", False))
     items += [(m.label, m.description, False) for m in all_metrics() if m.description]
     items.append(("throughput", "; ".join(f"{COLUMNS[c].label} = {COLUMNS[c].description}"

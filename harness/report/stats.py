@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.metrics import all_metrics, column
+from harness.report.power import seed_plan
 
 # The exact two-sided Wilcoxon signed-rank p-value is at least 2 / 2**n, which is above 0.05 for
 # n <= 5 pairs; below this many pairs the test could never reject, so the paired t-test is used.
@@ -178,7 +179,8 @@ def _compare_all(wide: pd.DataFrame, methods: list[str], dataset: str, metric: s
             pair = wide[[ma, mb]].dropna()
             r = paired_compare(pair[ma], pair[mb])
             block.append({"dataset": dataset, "metric": metric, "better_is": sense, "method_a": ma, "method_b": mb,
-                          **r.as_dict(), "paired_over": paired_over, "pairs": ",".join(map(str, pair.index))})
+                          **r.as_dict(), "paired_over": paired_over, "pairs": ",".join(map(str, pair.index)),
+                          **seed_plan(pair[ma], pair[mb]).as_dict()})
     for row, p_adj in zip(block, holm(r["p_value"] for r in block)):
         row["p_holm"] = p_adj
         row["better"] = _verdict(row, sense)
