@@ -26,7 +26,7 @@ dicts, except ``config``: a flat ``dict`` of JSON-serialisable values, as stored
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -128,6 +128,25 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     (the older way, putting them on ``ctx.extras["member_probs"]``, still works).
     Numbers on ``Predictions.extras``, or put on ``ctx.extras`` while scoring the test split in the
     final phase (``ctx.phase == "final"``), become ``extra_<name>`` columns of the tables.
+    """
+
+
+@hookspec(firstresult=True)
+def harness_differentiable(method: str, fitted: Any, ctx: FitContext) -> Callable[[torch.Tensor], torch.Tensor] | str | None:
+    """Hand the core a differentiable view of the fitted model, for white-box robustness.
+
+    Optional. Called in the final phase after ``harness_fit`` when the suite asks for robustness
+    (its ``robustness:`` key, :mod:`harness.robustness`), and while tuning when ``robust_acc`` is
+    an objective. Return a function from an input batch (a float tensor shaped like ``split.x``,
+    on ``ctx.device``, on the data's own scale: pixel values in [0, 1] for images) to its ``B × K``
+    logits, differentiable with respect to the input and deterministic (eval mode); the core
+    attacks it with FGSM and PGD on the test split and writes ``robust_acc@ε`` columns. Log-probabilities
+    serve as logits (an ensemble or MC average: the log of the mean probability). The core never
+    trains through it: gradients are taken with respect to the input only.
+
+    Return a one-line ``str`` saying why the method has no such view (a non-differentiable model,
+    a graph method); the table shows it. ``None``, or not implementing the hook, reads the same as
+    a reason naming the plugin.
     """
 
 
