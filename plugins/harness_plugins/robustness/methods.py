@@ -56,7 +56,7 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
     if cfg["model"] == "cnn":
         cfg["width"] = trial.suggest_categorical("width", [16, 32, 48])
     else:
-        cfg["hidden"] = trial.suggest_categorical("hidden", [256, 512])
+        cfg["hidden"] = trial.suggest_categorical("hidden", [128, 256, 512])
     cfg.update(suggest_optimizer(trial, ("adamw", "adam", "momentum")))
     cfg["batch_size"] = trial.suggest_categorical("batch_size", [64, 128])
     cfg["eps"] = trial.suggest_float("eps", 0.05, 0.4)
