@@ -18,6 +18,8 @@ How the core uses a method, for every row of every table:
    ``harness_evaluate`` returns class probabilities for the validation split; the core scores them.
 3. The best configuration is re-trained with several seeds; ``harness_evaluate`` on the test split
    gives the probabilities from which the core computes every metric and the throughput.
+4. Optionally, when the suite asks for robustness, ``harness_differentiable`` hands the core the
+   fitted model as a differentiable function, which it attacks on the test split.
 
 The method hooks are called only on the plugin that declared the method, so an implementation
 never needs to check ``method`` against names it does not own; it still receives ``method`` so one

@@ -156,6 +156,17 @@ def test_hook_gives_the_network_behind_the_probabilities(registry, digits):
     assert torch.autograd.grad(view(x).sum(), x)[0].shape == x.shape
 
 
+def test_ensemble_view_is_the_log_of_its_mean_probability(registry, digits):
+    method = registry.method("deep_ensemble")
+    ctx = PhaseSettings(epochs=1, device=torch.device("cpu")).context(0, "final")
+    config = {"model": "mlp", "hidden": 32, "optimizer": "adam", "lr": 1e-2, "batch_size": 64, "members": 2}
+    fitted = method.fit(digits.without_test(), config, ctx)
+    view = method.differentiable(fitted, ctx)
+    probs = method.evaluate(fitted, digits.val, ctx)
+    torch.testing.assert_close(view(digits.val.x).softmax(-1), probs.float(), atol=1e-5, rtol=1e-4)
+    assert isinstance(registry.method("gcn").differentiable(None, ctx), str)  # a reason, not a view
+
+
 def test_method_without_the_hook_gets_a_reason_in_its_row_and_under_the_table():
     registry = load_plugins(modules=["fixture_plugins.centroid"])
     task = load_task(registry, "digits")
