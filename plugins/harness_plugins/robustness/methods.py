@@ -43,8 +43,16 @@ _METHODS = {
 
 @hookimpl
 def harness_methods() -> list[MethodInfo]:
-    return [MethodInfo(name, KINDS, description, citation, defaults={**_NETWORK, **extra})
+    return [MethodInfo(name, KINDS, description, citation, defaults=_defaults(extra))
             for name, (description, citation, extra) in _METHODS.items()]
+
+
+def _defaults(extra: dict[str, Any]):
+    """The method's defaults for a task: a CNN for images, an MLP for tabular features."""
+    def defaults(task) -> dict[str, Any]:
+        network = _NETWORK if task.kind == "image" else {**_NETWORK, "model": "mlp", "hidden": 256}
+        return {**{k: v for k, v in network.items() if task.kind == "image" or k != "width"}, **extra}
+    return defaults
 
 
 @hookimpl
