@@ -16,7 +16,7 @@ from harness.plugins import load_plugins
 from harness.data import load_task
 from harness.report.tables import aggregate, display_frame, per_seed_frame
 from harness.robustness import (
-    FLAGS, REASON, AttackSettings, RobustnessResult, accuracy_under, attacked_columns, fgsm, measure,
+    FLAGS, REASON, AttackSettings, RobustnessResult, accuracy_under, attacked_columns, fgsm, measure, objective,
     parse_robustness, pgd, sanity_flags, summary_notes,
 )
 from harness.suite import from_mapping
@@ -142,6 +142,15 @@ def test_suite_robustness_key_is_validated():
     with pytest.raises(ConfigError, match="needs the suite's `robustness"):
         from_mapping({**base, "objectives": ["accuracy", "robust_acc"], "sampler": "nsga2"})
     assert parse_objectives("accuracy,robust_acc") == ("accuracy", "robust_acc")
+
+
+def test_robust_objective_attacks_at_the_objective_eps(digits_net):
+    net, task = digits_net
+    settings = AttackSettings(eps=(0.05, 0.1), steps=5, objective_eps=0.05)
+    value = objective(net, task.val.x, task.val.y, settings, (0.0, 1.0))
+    assert value == accuracy_under("pgd", net, task.val.x, task.val.y, 0.05, steps=5)
+    with pytest.raises(ConfigError, match="needs a differentiable view: no gradient"):
+        objective("no gradient", task.val.x, task.val.y, settings, (0.0, 1.0))
 
 
 def test_hook_gives_the_network_behind_the_probabilities(registry, digits):
