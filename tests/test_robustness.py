@@ -218,3 +218,10 @@ def test_pgd_training_beats_erm_under_attack_and_columns_reach_summary(cli, tmp_
     assert summary.loc["pgd_at", "extra_train_eps_mean"] == pytest.approx(0.1)
     assert "PGD acc @0.1" in (tmp_path / "out" / "summary.md").read_text()
     assert "robustness" in (tmp_path / "out" / "provenance.json").read_text()
+
+
+def test_conformance_check_names_a_view_of_the_wrong_shape():
+    from harness.conformance import check_plugin
+
+    reports = check_plugin(load_plugins(modules=["fixture_plugins.bad_view"]), "centroid", epochs=1)
+    assert reports and all(any("harness_differentiable: gave shape" in p for p in r.problems) for r in reports)
