@@ -22,6 +22,7 @@ from harness.data import load_task
 from harness.errors import ConfigError, PluginError, failure_reason
 from harness.metrics import accuracy
 from harness.phases import PhaseSettings, fit, predict
+from harness.phases.fitting import Fitted
 from harness.plugins import Method, Registry
 from harness.task import Task
 
@@ -167,4 +168,23 @@ def _fit_and_score(method: Method, task: Task, config: dict[str, Any], ctx: FitC
         except Exception as exc:
             raise _Failed(f"harness_evaluate on {split_name}: {_reason(method, exc)}") from None
         scores[split_name] = accuracy(probs, split.y)
+    _check_view(method, fitted, task)
     return scores
+
+
+def _check_view(method: Method, fitted: Fitted, task: Task) -> None:
+    """The optional ``harness_differentiable`` view: ``B × K`` logits with a finite input gradient."""
+    try:
+        view = method.differentiable(fitted.state, fitted.ctx)
+        if isinstance(view, str):
+            return
+        x = task.val.x[:8].detach().clone().requires_grad_(True)
+        logits = view(x)
+        if tuple(logits.shape) != (len(x), task.num_classes):
+            raise PluginError(f"gave shape {tuple(logits.shape)} for a batch of {len(x)}, expected "
+                              f"{(len(x), task.num_classes)}")
+        grad = torch.autograd.grad(logits.float().sum(), x)[0]
+        if not torch.isfinite(grad).all():
+            raise PluginError("its input gradient is not finite")
+    except Exception as exc:
+        raise _Failed(f"harness_differentiable: {_reason(method, exc)}") from None

@@ -18,6 +18,8 @@ How the core uses a method, for every row of every table:
    ``harness_evaluate`` returns class probabilities for the validation split; the core scores them.
 3. The best configuration is re-trained with several seeds; ``harness_evaluate`` on the test split
    gives the probabilities from which the core computes every metric and the throughput.
+4. Optionally, when the suite asks for robustness, ``harness_differentiable`` hands the core the
+   fitted model as a differentiable function, which it attacks on the test split.
 
 The method hooks are called only on the plugin that declared the method, so an implementation
 never needs to check ``method`` against names it does not own; it still receives ``method`` so one
@@ -26,7 +28,7 @@ dicts, except ``config``: a flat ``dict`` of JSON-serialisable values, as stored
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
@@ -128,6 +130,25 @@ def harness_evaluate(method: str, fitted: Any, split: Split, ctx: FitContext) ->
     (the older way, putting them on ``ctx.extras["member_probs"]``, still works).
     Numbers on ``Predictions.extras``, or put on ``ctx.extras`` while scoring the test split in the
     final phase (``ctx.phase == "final"``), become ``extra_<name>`` columns of the tables.
+    """
+
+
+@hookspec(firstresult=True)
+def harness_differentiable(method: str, fitted: Any, ctx: FitContext) -> Callable[[torch.Tensor], torch.Tensor] | str | None:
+    """Hand the core a differentiable view of the fitted model, for white-box robustness.
+
+    Optional. Called in the final phase after ``harness_fit`` when the suite asks for robustness
+    (its ``robustness:`` key, :mod:`harness.robustness`), and while tuning when ``robust_acc`` is
+    an objective. Return a function from an input batch (a float tensor shaped like ``split.x``,
+    on ``ctx.device``, on the data's own scale: pixel values in [0, 1] for images) to its ``B × K``
+    logits, differentiable with respect to the input and deterministic (eval mode); the core
+    attacks it with FGSM and PGD on the test split and writes ``robust_acc@ε`` columns. Log-probabilities
+    serve as logits (an ensemble or MC average: the log of the mean probability). The core never
+    trains through it: gradients are taken with respect to the input only.
+
+    Return a one-line ``str`` saying why the method has no such view (a non-differentiable model,
+    a graph method); the table shows it. ``None``, or not implementing the hook, reads the same as
+    a reason naming the plugin.
     """
 
 

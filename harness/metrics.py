@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from harness import robustness
 from harness.errors import PluginError
 
 if TYPE_CHECKING:  # torch loads with the first computation: listing plugins reads only the registry
@@ -240,6 +241,8 @@ COLUMNS: dict[str, Column] = {c.name: c for c in (
            description="share of parameters trained"),
     Column(name="ood_auroc", label="AUROC", higher_is_better=True, digits=3,
            description="area under the ROC curve of telling out-of-distribution inputs by an uncertainty score"),
+    Column(name="robust_acc", label="robust acc", higher_is_better=True, scale=100.0, digits=2, unit="%",
+           description="accuracy under L∞ PGD at the suite's objective ε (harness.robustness)"),
 )}
 UNCALIBRATED = "_uncalibrated"
 
@@ -264,6 +267,11 @@ def column(name: str) -> Column | None:
         return _metrics[name]
     if name in COLUMNS:
         return COLUMNS[name]
+    if (attacked := robustness.parse_key(name)) is not None:  # robust_acc@0.1, fgsm_acc@0.1
+        prefix, eps = attacked
+        attack = "PGD" if prefix == robustness.ROBUST else "FGSM"
+        return Column(name=name, label=f"{attack} acc @{eps:g}", higher_is_better=True, scale=100.0, digits=2,
+                      unit="%", description=f"accuracy under L∞ {attack} at ε = {eps:g} on the data's scale")
     if name.endswith(UNCALIBRATED) and name[: -len(UNCALIBRATED)] in _metrics:
         m = _metrics[name[: -len(UNCALIBRATED)]]
         return Column(name=name, label=f"{m.label} before TS", higher_is_better=m.higher_is_better, scale=m.scale,

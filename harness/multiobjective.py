@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from harness.errors import ConfigError
 from harness.metrics import COLUMNS, Column, all_metrics
+from harness.robustness import ROBUST
 
 # Throughput is validation examples per second of ``harness_evaluate``, measured in the trial.
 THROUGHPUT = "throughput"
@@ -16,8 +17,10 @@ THROUGHPUT = "throughput"
 
 def known_objectives() -> dict[str, Column]:
     """Objective name → the declaration of the validation metric it reads (key and direction):
-    every registered metric, plugins' included, and ``throughput``."""
-    return {**{m.name: m for m in all_metrics()}, THROUGHPUT: COLUMNS["infer_samples_per_s"]}
+    every registered metric, plugins' included, ``throughput``, and ``robust_acc`` (PGD accuracy on
+    the validation split at the suite's ``robustness: objective_eps``, by default its largest ε)."""
+    return {**{m.name: m for m in all_metrics()}, THROUGHPUT: COLUMNS["infer_samples_per_s"],
+            ROBUST: COLUMNS[ROBUST]}
 
 
 def parse_objectives(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 DISTRIBUTION = "harness-automl"  # what `pip install` names; the import package is `harness`
 ENTRY_POINT_GROUP = "harness_automl"
 METHOD_HOOKS = ("harness_search_space", "harness_fit", "harness_evaluate")
+OPTIONAL_METHOD_HOOKS = ("harness_differentiable",)  # called on the owner only, like METHOD_HOOKS
 
 
 @dataclass
@@ -80,7 +81,7 @@ class Method:
         self.plugin = plugin
         others = [p for name, p in pm.list_name_plugin() if name != plugin]
         # A subset caller keeps pluggy's tracing and monitoring while reaching only the owner.
-        self._hooks = {h: pm.subset_hook_caller(h, remove_plugins=others) for h in METHOD_HOOKS}
+        self._hooks = {h: pm.subset_hook_caller(h, remove_plugins=others) for h in (*METHOD_HOOKS, *OPTIONAL_METHOD_HOOKS)}
 
     @property
     def name(self) -> str:
@@ -108,6 +109,17 @@ class Method:
         """What ``harness_evaluate`` returned, as unchecked :class:`Predictions` (the core checks
         them once, in :mod:`harness.phases.fitting`)."""
         return Predictions.from_hook(self._call("harness_evaluate", fitted=fitted, split=split, ctx=ctx), ctx)
+
+    def differentiable(self, fitted, ctx) -> Callable[[torch.Tensor], torch.Tensor] | str:
+        """The fitted model's logits as a differentiable function of the input, or the one-line
+        reason there is none (``harness_differentiable`` is optional)."""
+        view = self._hooks["harness_differentiable"](method=self.name, fitted=fitted, ctx=ctx)
+        if view is None:
+            return f"plugin {self.plugin!r} gives no differentiable view of {self.name!r}"
+        if not (isinstance(view, str) or callable(view)):
+            raise PluginOutputError(f"harness_differentiable for {self.name!r} returned {type(view).__name__}, "
+                                    "not a function or a reason")
+        return view
 
     def evaluate(self, fitted, split, ctx) -> torch.Tensor:
         """Checked probabilities of ``split`` (for direct callers; members are on :meth:`predict`)."""

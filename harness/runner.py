@@ -156,6 +156,7 @@ def row_settings(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec
         "sampler": suite.sampler, "sampler_seed": suite.sampler_seed, "pruner": suite.pruner,
         "objectives": list(suite.objectives), "cash": list(suite.cash) if row.method == "cash" else [],
         "shifts": suite.shifts, "ood": suite.ood, "schema": records.SCHEMA_VERSION,
+        **({"robustness": suite.robustness} if suite.robustness else {}),
     }
 
 
@@ -377,6 +378,7 @@ def run_suite(
         raise ConfigError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}") from None
     seeds = [suite.seed_base + i for i in range(max(suite.budget(r).seeds for r in suite.all_rows()))]
     from harness.report.provenance import gather, now  # the report layer loads once there is work
+    from harness.robustness import parse_robustness
 
     o = suite.overrides
     provenance = gather(
@@ -387,6 +389,7 @@ def run_suite(
                                      "epochs": o.epochs or suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
         started_at=now(), plugins=plugin_distributions(registry),
+        **({"robustness": parse_robustness(suite.robustness).spec()} if suite.robustness else {}),
     )
     outcomes: list[RowOutcome] = []
     _reseed(plans, suite, storage, say)
@@ -552,6 +555,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     ``harness run`` waits for a worker that holds it, a worker does not.
     """
     from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
+    from harness.robustness import parse_robustness
     from harness.shift import parse_ood, parse_shifts
 
     bars = bars or _NoBars()
@@ -592,7 +596,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
         tune(study, method, tune_task, TuneSettings(
             trials=trials, phase=phase, timeout=suite.timeout, seed_base=suite.seed_base, pinned=budget.params,
             objectives=tuple(suite.objectives), trial_timeout=suite.trial_timeout, max_retries=suite.max_retries,
-            max_trials=max_trials,
+            max_trials=max_trials, robustness=parse_robustness(suite.robustness),
         ), on_trial=on_trial, say=say)
         if worker and budget_used(study) < trials:
             return RowOutcome(ds.label, row.name, "waiting",
@@ -639,7 +643,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             run_seeds(study, method, task, config, FinalSettings(
                 seeds=row_seeds, phase=phase, artifact_dir=out_dir / "artifacts" / _safe(ds.label) / _safe(row.name),
                 calibrate=row.calibrate, shifts=parse_shifts(suite.shifts), ood=parse_ood(suite.ood),
-                best_trial=number,
+                best_trial=number, robustness=parse_robustness(suite.robustness),
             ), on_seed=lambda seed, r: bars.update(bar, advance=1))
             bars.update(bar, completed=len(row_seeds))
         except BaseException:

@@ -13,6 +13,7 @@ A suite YAML::
     params: {lr: 0.01} # values pinned for every row (a row's own params win)
     shifts: true       # also score shifted copies of the test split (image tasks; see harness.shift)
     ood: true          # and out-of-distribution detection AUROC against harness.shift.OOD_SETS
+    robustness: {eps: [0.1, 0.3], steps: 20}  # FGSM / PGD accuracy on test (harness.robustness)
     storage_retry: 120 # seconds a process rides out an unreachable database storage (--storage-retry)
 
 A row may opt into post-hoc calibration: ``{method: erm, name: erm+ts, calibrate: temperature}``,
@@ -125,6 +126,7 @@ class Suite:
     storage: str | None = None
     shifts: Any = False
     ood: Any = False
+    robustness: Any = None  # white-box attacks on every row's test split (see harness.robustness)
     trial_timeout: float | None = None  # seconds per tuning trial; past it the trial is a FAIL
     objectives: tuple[str, ...] = ("accuracy",)  # several → a multi-objective study (Pareto front)
     cash: tuple[str, ...] = ()  # methods searched as one categorical choice: the row `cash`
@@ -248,10 +250,18 @@ def validate(suite: Suite) -> Suite:
     compare = parse_compare(suite.compare)
     if compare is not None and compare.baseline is not None and compare.baseline not in {r.name for r in suite.all_rows()}:
         raise ConfigError(f"compare.baseline {compare.baseline!r} is not a row of the suite")
+    _check_robustness(suite)
     for ds in suite.datasets:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
     return suite
+
+
+def _check_robustness(suite: Suite) -> None:
+    from harness.robustness import ROBUST, parse_robustness
+
+    if parse_robustness(suite.robustness) is None and ROBUST in suite.objectives:
+        raise ConfigError(f"the {ROBUST} objective needs the suite's `robustness: {{eps: [...]}}` settings")
 
 
 def _check_scaleout(suite: Suite) -> None:

@@ -129,6 +129,16 @@ class Task:
         """Whether this task carries its test split (the core's view), not a withheld one (a plugin's)."""
         return isinstance(self.test, Split)
 
+    @property
+    def input_range(self) -> tuple[float, float] | None:
+        """The valid range of every input value: ``meta["input_range"]`` where the data set states
+        one, else [0, 1] for images (the scale :class:`harness.info.RawDataset` promises) and
+        None (unbounded: standardised features) for the other kinds."""
+        if "input_range" in self.meta:
+            low, high = self.meta["input_range"]
+            return float(low), float(high)
+        return (0.0, 1.0) if self.kind == "image" else None
+
     def without_test(self) -> Task:
         """This task with the test split withheld, as plugins receive it."""
         return dataclasses.replace(self, test=WITHHELD)

@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "harness.hookspecs", "harness.plugins", "harness.info", "harness.task", "harness.context",
         "harness.predictions", "harness.configs", "harness.errors",
         # metrics and what is computed from probabilities
-        "harness.metrics", "harness.multiobjective", "harness.calibration", "harness.shift",
+        "harness.metrics", "harness.multiobjective", "harness.calibration", "harness.shift", "harness.robustness",
         # data and the training toolkit
         "harness.data", "harness.toolkit",
         # former import paths of the toolkit, forwarding to it

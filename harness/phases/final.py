@@ -27,7 +27,7 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from harness import records
+from harness import records, robustness
 from harness.calibration import apply_temperature, fit_temperature
 from harness.errors import StorageUnavailableError, failure_reason
 from harness.metrics import ECE_BINS, classification_metrics, entropy, mutual_information, reliability
@@ -49,6 +49,7 @@ class FinalSettings:
     shifts: tuple[ShiftSpec, ...] = ()
     ood: tuple[str, ...] = ()
     best_trial: int | None = None  # the tuning trial whose configuration this is: tags each result
+    robustness: robustness.AttackSettings | None = None  # white-box attacks on the test split
 
 
 def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: FinalSettings) -> dict[str, Any]:
@@ -76,6 +77,10 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
     bins = reliability(probs, task.test.y, ECE_BINS)
     shifted = _score_shifts(fitted, task, s.shifts, temperature) if task.kind == "image" else []
     ood = _score_ood(fitted, task, s.ood, probs, members, temperature) if task.kind == "image" else {}
+    robust = {}
+    if s.robustness is not None:  # attacks the fitted model through its differentiable view
+        robust = robustness.score(method.differentiable(fitted.state, ctx), task.test.x, task.test.y,
+                                  s.robustness, task.input_range, task.num_classes, seed)
     total, trainable = ctx.parameter_counts()
     fit_s = fitted.fit_s
     return {
@@ -94,6 +99,7 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
         **{f"extra_{k}": v for k, v in extras.items() if isinstance(v, (int, float, str))},
         **uncertainty,
         **calibrated,
+        **robust,
         "reliability": _bins_json(bins),
         **({"shift": shifted} if shifted else {}),
         **({"ood": ood} if ood else {}),

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from harness import records, storage
+from harness import records, robustness, storage
 from harness.errors import ConfigError, HarnessError, StorageUnavailableError, failure_reason
 from harness.metrics import classification_metrics
 from harness.multiobjective import objective_values
@@ -43,6 +43,7 @@ class TuneSettings:
     trial_timeout: float | None = None  # seconds per trial; past it the trial is a method FAIL
     max_retries: int = 2  # re-runs of a configuration whose worker died
     max_trials: int | None = None  # trials this process runs at most (a worker's --n-trials)
+    robustness: robustness.AttackSettings | None = None  # attacks val when robust_acc is an objective
 
 
 class PinnedTrial:
@@ -117,6 +118,9 @@ def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) 
     predictions, elapsed = predict(fitted, task.val, task.num_classes)
     metrics = classification_metrics(predictions.probs, task.val.y)
     metrics["infer_samples_per_s"] = len(task.val) / max(elapsed, 1e-9)
+    if robustness.ROBUST in s.objectives and s.robustness is not None:
+        metrics[robustness.ROBUST] = robustness.objective(method.differentiable(fitted.state, ctx), task.val.x,
+                                                          task.val.y, s.robustness, task.input_range, ctx.seed)
     return metrics
 
 

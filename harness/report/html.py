@@ -28,6 +28,7 @@ from harness.report.stats import (
 )
 from harness.report.tables import _atomic_write, display_sort_keys
 from harness.report.uncertainty import ood_display, plot_reliability, plot_shift
+from harness.robustness import summary_notes
 
 RANKED = ("accuracy", "ece")  # metrics with ranks, Friedman test and CD diagram on the page
 PAGE_COMPARED = ("accuracy", "ece")  # pairwise tables shown open; the others are folded
@@ -269,7 +270,7 @@ def _figures(summary: pd.DataFrame, rel: pd.DataFrame, shift: pd.DataFrame, ood:
     """Every figure as embedded HTML by section, and the PNG files written (those in ``drawn`` are reused)."""
     fig_dir = out_dir / "plots"
     html_by: dict[str, list[str]] = {"overview": [], "reliability": [], "tuning": [], "pareto": [], "ranks": [],
-                                     "shift": []}
+                                     "shift": [], "robustness": []}
     paths: dict[str, Path] = {}
 
     def add(section: str, fig, name: str, alt: str, caption: str = "") -> None:
@@ -295,6 +296,11 @@ def _figures(summary: pd.DataFrame, rel: pd.DataFrame, shift: pd.DataFrame, ood:
             html_by["reliability"].append(_img(path.read_bytes(), f"reliability diagrams, {ds}",
                                                f"{ds}: pooled over seeds; {ECE_DEFINITION}."))
             paths[f"reliability_png:{ds}"] = path
+    for ds in dict.fromkeys(summary["dataset"]) if "dataset" in summary else ():
+        add("robustness", plots.accuracy_vs_eps(summary, ds), f"robustness_{_safe(ds)}", f"accuracy against ε, {ds}",
+            f"{ds}: test accuracy under L∞ PGD (solid) and FGSM (dashed) against ε on the data's scale; ε 0 is "
+            "the clean test split; bars are 95 % bootstrap CIs over seeds. Rows without a differentiable view "
+            "of their model are left out (see the notes under the summary table).")
     for ds in dict.fromkeys(shift["dataset"]) if not shift.empty else ():
         path = drawn.get(f"shift_png:{ds}")
         if path is None or not path.is_file():
@@ -404,7 +410,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         sections.append(("summary", "Summary", (
             f"<p class='muted'>Test split: mean ± std over seeds of the configuration tuned on validation; "
             f"95 % CI: percentile bootstrap of the mean over seeds. {esc(ECE_DEFINITION)}. {n_rows} rows. "
-            "Click a column header to sort.</p>" + summary_table(summary, shown))))
+            "Click a column header to sort.</p>" + summary_table(summary, shown)
+            + "".join(f"<p class='muted'>{esc(n)}</p>" for n in summary_notes(summary.to_dict("records"))))))
     stat_parts = [f"<p>{esc(methods_text(per_seed))}</p>"]
     compared = per_seed.loc[per_seed["status"] == "ok", "method"].nunique() if "status" in per_seed else 0
     if compared < 2:
@@ -418,7 +425,7 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         cd = [f for f in figures["ranks"] if f"critical-difference diagram, {metric}" in f]
         stat_parts.extend(cd)
     if not comp.empty:
-        for metric in compared_metrics():
+        for metric in compared_metrics(comp["metric"]):
             if metric not in set(comp["metric"]):
                 continue
             body = comparisons_table(comp, metric, provenance)
@@ -440,6 +447,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         sections.append(("plots", "Plots", fig_html))
     if figures["shift"]:
         sections.append(("shift", "Shift and OOD", "".join(figures["shift"])))
+    if figures["robustness"]:
+        sections.append(("robustness", "Robustness", "".join(figures["robustness"])))
     if figures["tuning"]:
         sections.append(("tuning", "Tuning", "".join(figures["tuning"])))
     if figures["pareto"]:

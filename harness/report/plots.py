@@ -22,6 +22,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from harness.metrics import column  # noqa: E402
 from harness.report.stats import RankResult  # noqa: E402
+from harness.robustness import FGSM, ROBUST, attacked_columns, parse_key  # noqa: E402
 
 DPI = 100
 
@@ -168,6 +169,35 @@ def accuracy_vs_throughput(summary: pd.DataFrame) -> Figure | None:
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle("Accuracy against throughput (mean over seeds; bars: 95 % bootstrap CI of accuracy)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_eps(summary: pd.DataFrame, dataset: str) -> Figure | None:
+    """Accuracy under PGD (solid) and FGSM (dashed) against ε for every method of ``dataset`` with
+    robust accuracy; ε 0 is the clean test accuracy, bars are 95 % bootstrap CIs over seeds."""
+    ok = _ok(summary)
+    ok = ok[ok["dataset"] == dataset] if not ok.empty else ok
+    attacked = attacked_columns(c[:-len("_mean")] for c in ok.columns if c.endswith("_mean"))
+    if ok.empty or not attacked:
+        return None
+    colours = method_colours(ok["method"])
+    fig, ax = plt.subplots(figsize=(7.0, 5.0))
+    acc = column("accuracy")
+    for _, r in ok.iterrows():
+        for prefix, style in ((ROBUST, "-"), (FGSM, "--")):
+            cols = [c for c in attacked if parse_key(c)[0] == prefix and r[f"{c}_mean"] == r[f"{c}_mean"]]
+            if not cols:
+                continue
+            eps = [0.0] + [parse_key(c)[1] for c in cols]
+            keys = ["accuracy"] + cols
+            y = [acc.scale * r[f"{k}_mean"] for k in keys]
+            err = np.hstack([_err(r, k, acc.scale) for k in keys])
+            ax.errorbar(eps, y, yerr=err, fmt="o" + style, capsize=3, color=colours[r["method"]],
+                        label=f"{label(r['method'])} ({'PGD' if prefix == ROBUST else 'FGSM'})")
+    ax.set(xlabel="ε (L∞, on the data's scale)", ylabel=f"test {acc.heading} under attack", title=label(dataset))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

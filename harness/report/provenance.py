@@ -141,7 +141,7 @@ def mixed_settings(prov: dict[str, Any]) -> str | None:
 
 # -- rendering (the one place that says how provenance reads in a table file or on the page) ------
 SHOWN = ("command", "harness_version", "git_commit", "started_at", "finished_at", "device", "torch_threads",
-         "hardware", "platform", "seeds", "data_seed", "sampler", "pruner", "budget", "storage")
+         "hardware", "platform", "seeds", "data_seed", "sampler", "pruner", "budget", "storage", "robustness")
 
 
 def provenance_items(prov: dict[str, Any]) -> list[tuple[str, str, bool]]:

@@ -18,6 +18,7 @@ from scipy import stats
 
 from harness.metrics import all_metrics, column
 from harness.report.power import seed_plan
+from harness.robustness import attacked_columns
 
 # The exact two-sided Wilcoxon signed-rank p-value is at least 2 / 2**n, which is above 0.05 for
 # n <= 5 pairs; below this many pairs the test could never reject, so the paired t-test is used.
@@ -26,9 +27,10 @@ ALPHA = 0.05
 NO_VARIANCE = "the same difference on every pair: no variance to test it against"
 
 
-def compared_metrics() -> dict[str, str]:
-    """Every registered metric, compared head-to-head, with which way is better (``higher``/``lower``)."""
-    return {m.name: m.sense for m in all_metrics()}
+def compared_metrics(columns: Iterable[str] = ()) -> dict[str, str]:
+    """Every registered metric, compared head-to-head, with which way is better (``higher``/``lower``);
+    then the accuracies under attack among ``columns`` (``robust_acc@ε``, ``fgsm_acc@ε``)."""
+    return {**{m.name: m.sense for m in all_metrics()}, **{c: "higher" for c in attacked_columns(columns)}}
 
 
 def sense_of(metric: str) -> str:
@@ -151,8 +153,8 @@ def pairwise_comparisons(per_seed: pd.DataFrame, metrics: dict[str, str] | None 
     names the method ahead when the Holm-adjusted p-value (over the pairs of one data set and
     metric) is below 0.05, else ``no significant difference``.
     """
-    metrics = compared_metrics() if metrics is None else metrics
     ok = _ok_rows(per_seed)
+    metrics = compared_metrics(ok.columns) if metrics is None else metrics
     methods = list(dict.fromkeys(ok["method"])) if not ok.empty else []
     out: list[dict[str, Any]] = []
     for metric, sense in metrics.items():

@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.metrics import Column, all_metrics, column
 from harness.redaction import redact
+from harness.robustness import FLAGS, REASON, attacked_columns, parse_key, summary_notes
 from harness.report.provenance import provenance_markdown
 from harness.report.stats import bootstrap_ci
 
@@ -86,7 +87,8 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
             continue
         row["status"] = "ok"
         numeric = [c for c in ok.columns if c.startswith("extra_") and pd.api.types.is_numeric_dtype(ok[c])]
-        present = [c for c in (*metric_names(), *UNCERTAINTY) if c in ok.columns and ok[c].notna().any()]
+        present = [c for c in (*metric_names(), *attacked_columns(ok.columns), *UNCERTAINTY)
+                   if c in ok.columns and ok[c].notna().any()]
         for m in (*present, *numeric):
             vals = ok[m].astype(float).to_numpy()
             lo, hi = bootstrap_ci(vals)
@@ -99,6 +101,10 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
                   "trials_infra", "val_accuracy", "config"):
             if c in ok.columns:
                 row[c] = ok[c].iloc[0]
+        if REASON in ok.columns and ok[REASON].notna().any():
+            row[REASON] = str(ok[REASON].dropna().iloc[0])
+        if FLAGS in ok.columns and ok[FLAGS].notna().any():  # flagged, never hidden: every seed's flags
+            row[FLAGS] = "; ".join(f"seed {s}: {f}" for s, f in zip(ok["seed"], ok[FLAGS]) if isinstance(f, str))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -113,6 +119,8 @@ def _display_sources(summary: pd.DataFrame) -> list[tuple[str, Column | None, st
             out.append((m.heading, m, f"{m.name}_mean"))
             if i == 0:
                 out.append((CI_HEADING, m, f"{m.name}_ci_low"))
+    attacked = attacked_columns(c[:-len("_mean")] for c in cols if c.endswith("_mean"))
+    out += [(column(c).heading, column(c), f"{c}_mean") for c in attacked]
     out += [(column(c).heading, column(c), c) for c in SHOWN_COUNTS]
     out.append(("seeds", None, "seeds"))
     out += [(column(c).heading, column(c), f"{c}_mean") for c in SHOWN_UNCERTAINTY if f"{c}_mean" in cols]
@@ -139,7 +147,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
                 row[heading] = int(r["seeds"])
             elif key.endswith("_mean"):
                 mean, std = r[key], r[key[:-len("_mean")] + "_std"]
-                if col is not None and col.name in [m.name for m in all_metrics()]:
+                if col is not None and (col.name in [m.name for m in all_metrics()] or parse_key(col.name)):
                     row[heading] = col.format_pm(mean, std)
                 elif mean == mean:  # uncertainty and extras only where this row has them
                     row[heading] = col.format_pm(mean, std) if col is not None else f"{mean:.4g} ± {std:.2g}"
@@ -189,6 +197,9 @@ def write_tables(out_dir: Path, per_seed: pd.DataFrame, summary: pd.DataFrame, s
     _atomic_write(paths["per_seed_csv"], per_seed.to_csv(index=False))
     _atomic_write(paths["summary_csv"], summary.to_csv(index=False))
     how = provenance_markdown(provenance)
+    notes = summary_notes(summary.to_dict("records")) if not summary.empty else []
+    if notes:  # under the table, beside the numbers they qualify
+        how = "\n".join(f"- {n}" for n in notes) + "\n\n" + how
     _atomic_write(paths["summary_md"], f"# {title}\n\n" + to_markdown(shown) + "\n" + how)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title></head><body>"

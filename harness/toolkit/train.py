@@ -227,6 +227,26 @@ def predict_proba(model: nn.Module, x: torch.Tensor, ctx: FitContext, batch_size
     return predict_logits(model, x, ctx, batch_size).softmax(-1)
 
 
+def logits_view(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's eval-mode float32 logits as a function of an input batch, differentiable with
+    respect to it: what ``harness_differentiable`` hands the core for a single network."""
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        return model(x).float()
+
+    return logits
+
+
+def mean_probability_view(member_logits: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Log of the mean softmax of ``member_logits(x)`` (``S × B × K``: ensemble members or MC samples),
+    differentiable: an averaged predictor's logits up to a constant per example."""
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        z = member_logits(x).float().log_softmax(-1)
+        return torch.logsumexp(z, 0) - math.log(z.shape[0])
+
+    return logits
+
+
 def val_accuracy(model: nn.Module, split: Split, ctx: FitContext) -> float:
     """Validation accuracy for early stopping and pruning (computed on the device, one sync)."""
     logits = predict_logits(model, split.x, ctx)

@@ -75,3 +75,8 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
 
 # torch loads with the first fit, not with the listing
 harness_fit, harness_evaluate = lazy_hooks("harness_plugins.graph.training")
+
+
+@hookimpl
+def harness_differentiable(method: str, fitted, ctx) -> str:
+    return "a graph method predicts from the whole graph, not from an input batch: no per-example attack"

@@ -98,3 +98,10 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
 
 # torch loads with the first fit, not with the listing
 harness_fit, harness_evaluate = lazy_hooks("harness_plugins.semi_supervised.training")
+
+
+@hookimpl
+def harness_differentiable(method: str, fitted, ctx):
+    from harness.toolkit.train import logits_view  # the fitted object is the predicting network
+
+    return logits_view(fitted)

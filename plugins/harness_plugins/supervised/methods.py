@@ -80,3 +80,10 @@ def harness_evaluate(method: str, fitted, split, ctx) -> torch.Tensor:
     from harness.toolkit.train import predict_proba
 
     return predict_proba(fitted, split.x, ctx)
+
+
+@hookimpl
+def harness_differentiable(method: str, fitted, ctx):
+    from harness.toolkit.train import logits_view
+
+    return logits_view(fitted)

@@ -71,3 +71,10 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
 
 # torch loads with the first fit, not with the listing
 harness_fit, harness_evaluate = lazy_hooks("harness_plugins.uncertainty.training")
+
+
+@hookimpl
+def harness_differentiable(method: str, fitted, ctx):
+    from harness_plugins.uncertainty.training import differentiable
+
+    return differentiable(fitted)

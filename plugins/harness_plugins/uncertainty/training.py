@@ -13,7 +13,7 @@ from harness.errors import ConfigError
 from harness.toolkit.augment import augment_from_config
 from harness.toolkit.models import network_from_config
 from harness.toolkit.recipes import fit_supervised
-from harness.toolkit.train import TrainConfig, autocast, predict_proba
+from harness.toolkit.train import TrainConfig, autocast, logits_view, mean_probability_view, predict_proba
 from harness_plugins.uncertainty.ensemble import Members, train_members
 
 
@@ -88,3 +88,27 @@ def evaluate(method: str, fitted, split, ctx) -> Predictions | torch.Tensor:
         member_probs = mc_dropout_probs(fitted.model, split.x, fitted.samples, ctx)
     return Predictions(member_probs.mean(0), members=member_probs)
 
+
+
+def differentiable(fitted):
+    """The averaged predictor as a differentiable function: log of the mean member (or MC-sample)
+    probability; with dropout sampling each call draws fresh masks, as the prediction does."""
+    if isinstance(fitted, Members):
+        if fitted.stacked is not None:
+            fitted.stacked.eval()
+            return mean_probability_view(fitted.stacked.forward_shared)
+        for m in fitted.modules:
+            m.eval()
+        return mean_probability_view(lambda x: torch.stack([m(x) for m in fitted.modules]))
+    if fitted.samples == 0:
+        return logits_view(fitted.model)
+    model, samples = fitted.model, fitted.samples
+
+    def sampled(x: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
+        return model(x.repeat(samples, *([1] * (x.ndim - 1)))).view(samples, x.shape[0], -1)
+
+    return mean_probability_view(sampled)

@@ -1,0 +1,1 @@
+"""Adversarial training: FGSM with a random start, PGD and TRADES."""
