@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-retries", type=int, help="re-runs of a trial whose worker died (2)")
     run.add_argument("--storage-retry", type=float, metavar="SECONDS",
                      help="how long to ride out an unreachable database storage before giving up (120)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="tune in N local processes on the run's storage (each with --threads, default the "
+                          "cores // N), then run the seed re-runs and write the tables here, once")
+    run.add_argument("--devices", metavar="LIST", help="devices the --workers processes take in turn: cuda:0,cuda:1")
+    run.add_argument("--tune-only", metavar="SPEC", help=argparse.SUPPRESS)  # a --workers process: its suite
 
     wk = sub.add_parser("worker", help="pull trials of one study in a shared storage until its budget is used")
     wk.add_argument("--study", required=True, help="the study: SUITE/DATASET/ROW, as `harness run` named it")
@@ -365,6 +370,8 @@ def _suite_from_args(args, registry):
 def _cmd_run(args, registry, console) -> int:
     from harness.runner import run_suite
 
+    if args.tune_only:
+        return _cmd_tune_only(args, registry, console)
     suite = _suite_from_args(args, registry)  # a broken plugin this run uses is an error here
     for prob in registry.problems:  # the others: once, before any work
         print(f"harness: warning: {redact(str(prob))}", file=sys.stderr)
@@ -372,7 +379,24 @@ def _cmd_run(args, registry, console) -> int:
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
-    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
+    crashed, extra, fresh = [], None, args.fresh
+    if args.workers is not None or args.devices is not None:
+        from harness.runner import move_aside, work_left
+        from harness.workers import describe, pool_settings, run_pool
+
+        if args.devices and args.device:
+            raise ConfigError("give --device (every process) or --devices (one each, in turn), not both")
+        pool = pool_settings(args.workers or len(args.devices.split(",")),
+                             threads_for(args.threads) if args.threads != "auto" else None, args.devices, args.plugin)
+        say = lambda m: console.print(redact(m), highlight=False, markup=False)  # noqa: E731
+        if fresh:
+            move_aside(suite, out, say)
+            fresh = False
+        if work_left(suite, registry, out):
+            crashed = run_pool(suite, out, pool, say).crashed
+        extra = {"workers": describe(pool)}
+    result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=fresh,
+                       extra_provenance=extra)
     if result.report is not None:
         console.print(result.report.terminal_table())
     else:  # nothing computed: the stored table as written
@@ -393,7 +417,21 @@ def _cmd_run(args, registry, console) -> int:
     for o in failed:
         plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
         print(redact(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}"), file=sys.stderr)
-    return EXIT_USAGE if failed else 0
+    for child in crashed:
+        print(redact(f"harness: error: {child.label} crashed ({child.reason()}); the run finished without it"),
+              file=sys.stderr)
+    return EXIT_USAGE if failed or crashed else 0
+
+
+def _cmd_tune_only(args, registry, console) -> int:
+    """One process of ``run --workers``: the tuning trials of the suite its parent stored, nothing else."""
+    from harness.runner import run_suite
+    from harness.suite import suite_from_spec
+
+    suite = suite_from_spec(json.loads(Path(args.tune_only).read_text(encoding="utf-8")))
+    changes = {k: v for k, v in (("storage", args.storage), ("device", args.device)) if v is not None}
+    run_suite(suite.replace(**changes), registry, Path(args.out), console=console, progress=False, tune_only=True)
+    return 0
 
 
 def _cmd_report(args, registry, console) -> int:
