@@ -427,10 +427,12 @@ def _cmd_tune_only(args, registry, console) -> int:
     """One process of ``run --workers``: the tuning trials of the suite its parent stored, nothing else."""
     from harness.runner import run_suite
     from harness.suite import suite_from_spec
+    from harness.worker import sigterm_as_interrupt
 
     suite = suite_from_spec(json.loads(Path(args.tune_only).read_text(encoding="utf-8")))
     changes = {k: v for k, v in (("storage", args.storage), ("device", args.device)) if v is not None}
-    run_suite(suite.replace(**changes), registry, Path(args.out), console=console, progress=False, tune_only=True)
+    with sigterm_as_interrupt():  # how the parent stops it
+        run_suite(suite.replace(**changes), registry, Path(args.out), console=console, progress=False, tune_only=True)
     return 0
 
 

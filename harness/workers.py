@@ -91,12 +91,12 @@ class Child:
         return f"worker {self.index + 1}"
 
     def reason(self) -> str:
-        """Why it ended: the exit code or signal, and its last line of output."""
+        """Why it ended: the exit code or signal, and its last line of output (credentials masked)."""
         code = self.proc.returncode
         how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
                else f"exit code {code}")
         last = next((line for line in reversed(self.tail) if line.strip()), "")
-        return f"{how}: {last}" if last else how
+        return redact(f"{how}: {last}") if last else how
 
 
 @dataclass
@@ -168,11 +168,14 @@ def _wait(children: list[Child], say: Callable[[str], None]) -> None:
 
 
 def _stop(children: list[Child], say: Callable[[str], None]) -> None:
-    """Interrupt every live process like a Ctrl-C, wait a bounded time, then kill what is left."""
+    """Stop every live process as a Ctrl-C would, wait a bounded time, then kill what is left.
+
+    SIGTERM, not SIGINT: a process started in the background ignores SIGINT, and a ``--workers``
+    process turns SIGTERM into the same interruption (see :func:`harness.worker.sigterm_as_interrupt`)."""
     live = [c for c in children if c.proc.poll() is None]
     for child in live:
         child.stopped = True
-        child.proc.send_signal(signal.SIGINT)
+        child.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     for child in live:
         try:
