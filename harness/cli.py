@@ -151,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--storage-retry", type=float, metavar="SECONDS",
                     help="how long to ride out an unreachable database storage before giving up (the study's; 120)")
 
+    la = sub.add_parser("launch", help="the commands that run a suite on N machines sharing a database storage")
+    la.add_argument("--suite", required=True, help="the suite YAML file (at the same path on every machine)")
+    la.add_argument("--storage", required=True, help="the shared database: postgresql://user:password@host/db")
+    la.add_argument("--machines", type=int, required=True, help="machines in all, the one running `harness run` included")
+    la.add_argument("--out", help="the tables' folder on each machine (default results/<suite name>)")
+    la.add_argument("--wait", type=float, default=3600.0,
+                    help="seconds a worker waits for machine 1 to create the study it works on next (3600)")
+    la.add_argument("--slurm", metavar="FILE", help="also write the commands as a SLURM array job script")
+    la.add_argument("--cpus-per-task", type=int, help="the SLURM script's --cpus-per-task")
+    la.add_argument("--dry-run", action="store_true", help="write nothing: print the SLURM script instead")
+
     bench = sub.add_parser("bench", help="throughput table (timm-style) of each method's model")
     bench.add_argument("methods", nargs="+", help="method names or patterns")
     bench.add_argument("--dataset", default="digits")
@@ -484,6 +495,30 @@ def _cmd_worker(args, registry, console) -> int:
                       device=args.device, wait_s=args.wait, storage_retry=args.storage_retry)
 
 
+def _cmd_launch(args, registry, console) -> int:
+    from harness.launch import LaunchPlan, check_plan, describe, slurm_script, write_script
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    plan = check_plan(LaunchPlan(
+        suite=suite, suite_file=args.suite, storage=args.storage, machines=args.machines,
+        out=args.out or str(Path("results") / suite.name), wait_s=args.wait, plugins=tuple(args.plugin),
+        threads=threads_for(args.threads) if args.threads != "auto" else None))
+    for row in suite.all_rows():  # unknown methods fail here, not on the machines
+        if row.method != "cash":
+            registry.method(row.method)
+    print(describe(plan, registry), end="")
+    if args.slurm:
+        script = slurm_script(plan, registry, cpus=args.cpus_per_task)
+        if args.dry_run:
+            print(f"\n# {args.slurm} (not written: --dry-run)\n{script}", end="")
+        else:
+            write_script(Path(args.slurm), script)
+            print(f"\nwrote {args.slurm}: submit it with `sbatch {args.slurm}` from a shell that has exported "
+                  f"HARNESS_STORAGE")
+    return 0
+
+
 def _cmd_bench(args, registry, console) -> int:
     from rich.table import Table
 
@@ -513,7 +548,7 @@ def _cmd_bench(args, registry, console) -> int:
 
 
 COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
-            "worker": _cmd_worker, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
+            "worker": _cmd_worker, "launch": _cmd_launch, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
