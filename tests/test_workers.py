@@ -1,6 +1,7 @@
 """``harness run --workers N``: local processes tune on the run's storage; seeds and tables once."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from harness.errors import ConfigError
 from harness.storage import make_storage
 from harness.suite import from_mapping
 
-from conftest import harness_env, run_cli
+from conftest import REPO, harness_env, run_cli
 
 SUITE = "name: pool\ndatasets: [digits]\nmethods: [paced]\ntrials: 4\nseeds: 1\nepochs: 1\nsampler: random\npruner: none\n"
 
@@ -135,3 +136,17 @@ def test_a_process_that_dies_is_reported_and_the_others_finish_the_run(tmp_path)
     assert re.search(r"harness: error: worker \d crashed \(killed by SIGKILL\); the run finished without it", done.stderr)
     assert len(_counted(_trials(tmp_path))) == 4  # the dead process's trial was run again
     assert (tmp_path / "out" / "summary.md").is_file()
+
+
+def test_the_scale_out_benchmark_writes_its_table_and_provenance(tmp_path):
+    out = tmp_path / "results"
+    ran = subprocess.run([sys.executable, str(REPO / "benchmarks" / "workers.py"), "--workers", "1", "--trials", "2",
+                          "--epochs", "1", "--out", str(out)], cwd=tmp_path, env=harness_env(OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    frame = pd.read_csv(out / "workers.csv")
+    assert list(frame.workers) == [1] and list(frame.trials) == [2] and list(frame.ratio) == [1.0]
+    assert (frame.trials_per_min > 0).all()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["load_average_at_start"] >= 0 and prov["command_per_count"].startswith("harness --threads 1 run erm")
+    assert "--workers 1 ÷ --workers 1: 1.00×" in (out / "workers.md").read_text()
