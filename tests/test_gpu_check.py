@@ -33,11 +33,11 @@ def test_quick_cpu_check_writes_every_part_with_provenance(tmp_path):
     ran = _check("--device", "cpu", "--quick", "--out", str(out))
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["steps"] == {"bench-cora": 0, "bench-digits": 0, "overhead": 0, "overhead-compile": 0}
+    assert prov["steps"] == {"bench-digits": 0, "overhead": 0, "overhead-compile": 0}
     assert prov["compile_step_env"] == "TORCH_COMPILE_DISABLE=1"  # said so, not hidden
     for part in ("overhead", "overhead-compile"):
         summary = pd.read_csv(out / part / "cpu" / "overhead.csv")
         assert list(summary.workload) == ["mlp-digits"] and (summary.ratio_median > 0).all()
     assert json.loads((out / "overhead-compile" / "cpu" / "provenance.json").read_text())["compile"] is True
     assert set(pd.read_csv(out / "bench-digits" / "bench.csv").method) == {"erm", "logreg"}
-    assert list(pd.read_csv(out / "bench-cora" / "bench.csv").status) == ["ok"]
+    assert set(pd.read_csv(out / "bench-digits" / "bench.csv").status) == {"ok"}
