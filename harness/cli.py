@@ -397,7 +397,7 @@ def _cmd_run(args, registry, console) -> int:
 
         if args.devices and args.device:
             raise ConfigError("give --device (every process) or --devices (one each, in turn), not both")
-        pool = pool_settings(args.workers or len(args.devices.split(",")),
+        pool = pool_settings(args.workers if args.workers is not None else len(args.devices.split(",")),
                              threads_for(args.threads) if args.threads != "auto" else None, args.devices, args.plugin)
         say = lambda m: console.print(redact(m), highlight=False, markup=False)  # noqa: E731
         if fresh:

@@ -145,3 +145,15 @@ def test_the_scale_out_benchmark_writes_its_table_and_provenance(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["load_average_at_start"] >= 0 and prov["command_per_count"].startswith("harness --threads 1 run erm")
     assert "--workers 1 ÷ --workers 1: 1.00×" in (out / "workers.md").read_text()
+
+
+def test_bad_pool_options_are_one_line_errors(tmp_path, capsys):
+    from harness.cli import main
+
+    out = str(tmp_path / "out")
+    assert main(["run", "erm", "--workers", "0", "--out", out]) == 2
+    assert main(["run", "erm", "--devices", "cuda:0,cuda:1", "--device", "cpu", "--out", out]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "harness: error: --workers must be a positive integer, got 0",
+        "harness: error: give --device (every process) or --devices (one each, in turn), not both"]
+    assert not (tmp_path / "out").exists()
