@@ -93,10 +93,11 @@ class Child:
     def reason(self) -> str:
         """Why it ended: the exit code or signal, and its last line of output (credentials masked)."""
         code = self.proc.returncode
-        how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
-               else f"exit code {code}")
         last = next((line for line in reversed(self.tail) if line.strip()), "")
-        return redact(f"{how}: {last}") if last else how
+        if code < 0 and -code in signal.valid_signals():  # its last line is context, not the cause
+            how = f"killed by {signal.Signals(-code).name}"
+            return redact(f"{how}; its last line: {last}") if last else how
+        return redact(f"exit code {code}: {last}") if last else f"exit code {code}"
 
 
 @dataclass
