@@ -9,6 +9,11 @@ interleaved (hand, harness, hand, ...) so drifts in machine load hit both alike;
 harness ÷ hand, per workload, as the median over repeats.
 
     python benchmarks/overhead.py                 # CPU here; on a GPU machine add --device cuda
+    python benchmarks/overhead.py --device cuda --compile   # both loops under torch.compile
+
+On CUDA both loops run under bf16 autocast with the data on the device. ``--compile``: the hand loop
+compiles its model, the harness its training step (``--compile`` of ``harness run``); the compilation
+falls in the warm-up run, not in the timed ones.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def hand_written(task, config: dict, epochs: int, seed: int, device: torch.device) -> float:
+def hand_written(task, config: dict, epochs: int, seed: int, device: torch.device, compile: bool = False) -> float:
     """A plain loop: build the model, then shuffle, slice batches, forward, backward, step, and take
     the validation accuracy once per epoch."""
     sync(device)
@@ -51,6 +56,8 @@ def hand_written(task, config: dict, epochs: int, seed: int, device: torch.devic
     torch.manual_seed(seed)
     kwargs = {"hidden": config["hidden"]} if config["model"] == "mlp" else {"width": config["width"]}
     model = create_model(config["model"], task, batchnorm=config["batchnorm"], dropout=config["dropout"], **kwargs).to(device)
+    if compile:
+        model = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     x, y = task.train.x, task.train.y
     bs = config["batch_size"]
@@ -75,8 +82,10 @@ def hand_written(task, config: dict, epochs: int, seed: int, device: torch.devic
     return len(x) * epochs / (time.perf_counter() - start)
 
 
-def through_harness(method, task, config: dict, epochs: int, seed: int, device: torch.device) -> float:
-    row = run_seed(method, task, config, seed, FinalSettings(seeds=[seed], phase=PhaseSettings(epochs=epochs, device=device)))
+def through_harness(method, task, config: dict, epochs: int, seed: int, device: torch.device,
+                    compile: bool = False) -> float:
+    phase = PhaseSettings(epochs=epochs, device=device, compile=compile)
+    row = run_seed(method, task, config, seed, FinalSettings(seeds=[seed], phase=phase))
     return row["train_samples_per_s"]
 
 
@@ -86,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    p.add_argument("--compile", action="store_true", help="torch.compile the hand loop's model and the harness's step")
     p.add_argument("--out", default="results/overhead")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -95,11 +105,11 @@ def main(argv=None) -> int:
     for name in args.workloads:
         dataset, config = WORKLOADS[name]
         task = load_task(registry, dataset, device=device)
-        hand_written(task, config, 1, 0, device)  # warm-up: allocator, kernels, caches
-        through_harness(erm, task, config, 1, 0, device)
+        hand_written(task, config, 1, 0, device, args.compile)  # warm-up: allocator, kernels, caches, compilation
+        through_harness(erm, task, config, 1, 0, device, args.compile)
         for r in range(args.repeats):
-            hand = hand_written(task, config, args.epochs, r, device)
-            harness = through_harness(erm, task, config, args.epochs, r, device)
+            hand = hand_written(task, config, args.epochs, r, device, args.compile)
+            harness = through_harness(erm, task, config, args.epochs, r, device, args.compile)
             rows.append({"workload": name, "repeat": r, "hand_samples_per_s": hand,
                          "harness_samples_per_s": harness, "ratio": harness / hand})
             print(f"{name} repeat {r}: hand {hand:,.0f}/s  harness {harness:,.0f}/s  ratio {harness / hand:.3f}",
@@ -113,11 +123,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "overhead_runs.csv", index=False)
     summary.to_csv(out / "overhead.csv", index=False)
-    prov = gather(device=device, epochs=args.epochs, repeats=args.repeats, workloads=WORKLOADS, finished_at=now())
+    prov = gather(device=device, epochs=args.epochs, repeats=args.repeats, workloads=WORKLOADS, compile=args.compile,
+                  precision="bf16 autocast" if device.type == "cuda" else "fp32", finished_at=now())
     shown = summary.round({"hand_samples_per_s": 0, "harness_samples_per_s": 0, "ratio_median": 3, "ratio_min": 3,
                            "ratio_max": 3})
     (out / "overhead.md").write_text(
-        f"# Harness overhead on {device.type}\n\nTrain samples/s, median over {args.repeats} interleaved repeats of "
+        f"# Harness overhead on {device.type}{' with torch.compile' if args.compile else ''}\n\nTrain samples/s, median over {args.repeats} interleaved repeats of "
         f"{args.epochs} epochs; ratio = harness ÷ hand-written loop.\n\n" + to_markdown(shown)
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n")
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")

@@ -32,7 +32,41 @@ from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
 from harness.phases import PhaseSettings, TuneSettings, tune
-from harness.samplers import make_pruner, make_sampler
+from harness.samplers import PRUNERS, make_pruner, make_sampler
+
+
+# The wide space: every optimiser's learning rate from 1e-5 to 1, so that many configurations do not
+# learn at all (too small) or diverge (too large) — the search spaces pruning is meant for.
+WIDE_LR = (1e-5, 1.0)
+SPACES = ("default", "wide")
+
+
+class _WideTrial:
+    """An Optuna trial whose ``lr`` is drawn from :data:`WIDE_LR`; every other name passes through."""
+
+    def __init__(self, trial):
+        self._trial = trial
+
+    def __getattr__(self, name: str):
+        return getattr(self._trial, name)
+
+    def suggest_float(self, name: str, low: float, high: float, **kwargs) -> float:
+        if name.rsplit(".", 1)[-1] == "lr":
+            low, high, kwargs = *WIDE_LR, {"log": True}
+        return self._trial.suggest_float(name, low, high, **kwargs)
+
+
+class WideSpace:
+    """``method`` with its learning-rate range widened to :data:`WIDE_LR`."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def __getattr__(self, name: str):
+        return getattr(self._method, name)
+
+    def search_space(self, trial, task) -> dict:
+        return self._method.search_space(_WideTrial(trial), task)
 
 
 def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
@@ -57,13 +91,14 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[
 
 
 def _run_job(job: tuple) -> list[dict]:
-    method_name, dataset, pruner, seed, trials, epochs = job
+    method_name, dataset, space, pruner, seed, trials, epochs = job
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # side-by-side jobs share the cores
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     registry = load_plugins()
     task = load_task(registry, dataset).without_test()
-    rows = run(registry.method(method_name), task, pruner, seed, trials, epochs)
+    method = registry.method(method_name)
+    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs)
     best = max(r["val_accuracy"] or 0 for r in rows)
     print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
     return rows
@@ -73,6 +108,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", default="erm")
     p.add_argument("--dataset", default="digits")
+    p.add_argument("--space", choices=SPACES, default="default",
+                   help=f"the method's own search space, or `wide`: every learning rate from {WIDE_LR[0]:g} to {WIDE_LR[1]:g}")
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
@@ -84,24 +121,37 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.recompute:
         return recompute(out)
-    runs = [(args.method, args.dataset, pruner, seed, args.trials, args.epochs)
+    runs = [(args.method, args.dataset, args.space, pruner, seed, args.trials, args.epochs)
             for seed in args.seeds for pruner in ("none", "median", "hyperband")]
+    prov = gather(method=args.method, dataset=args.dataset, space=args.space, trials=args.trials, epochs=args.epochs,
+                  seeds=args.seeds, sampler="tpe", pruners={name: _settings(make_pruner(name, args.epochs)) for name in PRUNERS},
+                  jobs=args.jobs, started_at=now(), finished_at=None)
+    out.mkdir(parents=True, exist_ok=True)
     trials = []
+
+    def keep(rows: list[dict]) -> None:
+        """Every finished run is stored at once: a run cut short leaves the tables to ``--recompute``."""
+        trials.extend(rows)
+        pd.DataFrame(trials).to_csv(out / "pruning_trials.csv", index=False)
+        (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for rows in pool.map(_run_job, runs):
-                trials += rows
+                keep(rows)
     else:
         for job in runs:
-            trials += _run_job(job)
-    frame = pd.DataFrame(trials)
-    prov = gather(method=args.method, dataset=args.dataset, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", jobs=args.jobs, finished_at=now())
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "pruning_trials.csv", index=False)
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
-    write_tables(frame, out, prov)
+            keep(_run_job(job))
+    prov["finished_at"] = now()
+    keep([])
+    write_tables(pd.DataFrame(trials), out, prov)
     return 0
+
+
+def _settings(pruner: optuna.pruners.BasePruner) -> str:
+    """A pruner's class and its plain settings, for the provenance (Optuna keeps them in private fields)."""
+    plain = {k.lstrip("_"): v for k, v in vars(pruner).items() if isinstance(v, (bool, int, float, str))}
+    return f"{type(pruner).__name__}({', '.join(f'{k}={v}' for k, v in plain.items())})"
 
 
 def recompute(out: Path) -> int:
@@ -156,7 +206,7 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
     note = (f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
             f"`{recomputed['git_commit']}`\n") if recomputed else ""
     (out / "pruning.md").write_text(
-        f"# Pruning efficiency: {prov['method']} on {prov['dataset']}\n\nBudget per run: "
+        f"# Pruning efficiency: {prov['method']} on {prov['dataset']}{_space_note(prov)}\n\nBudget per run: "
         f"{prov['trials'] * prov['epochs']} training epochs (the unpruned run's {prov['trials']} TPE trials × "
         f"{prov['epochs']} epochs); pruned runs spend it on more trials. `epochs_to_unpruned_best`: epochs spent "
         "until the first trial matching the unpruned run's best validation accuracy (`not reached`: never within "
@@ -167,6 +217,13 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
+
+
+def _space_note(prov: dict) -> str:
+    """The search space in the title: nothing for the method's own, the widened range otherwise."""
+    if prov.get("space", "default") == "default":
+        return ""
+    return f" (wide space: learning rate {WIDE_LR[0]:g} to {WIDE_LR[1]:g} for every optimiser)"
 
 
 def _overall(summary: pd.DataFrame) -> str:

@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-retries", type=int, help="re-runs of a trial whose worker died (2)")
     run.add_argument("--storage-retry", type=float, metavar="SECONDS",
                      help="how long to ride out an unreachable database storage before giving up (120)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="tune in N local processes on the run's storage (each with --threads, default the "
+                          "cores // N), then run the seed re-runs and write the tables here, once")
+    run.add_argument("--devices", metavar="LIST", help="devices the --workers processes take in turn: cuda:0,cuda:1")
+    run.add_argument("--tune-only", metavar="SPEC", help=argparse.SUPPRESS)  # a --workers process: its suite
 
     wk = sub.add_parser("worker", help="pull trials of one study in a shared storage until its budget is used")
     wk.add_argument("--study", required=True, help="the study: SUITE/DATASET/ROW, as `harness run` named it")
@@ -148,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the study to be created (60)")
     wk.add_argument("--storage-retry", type=float, metavar="SECONDS",
                     help="how long to ride out an unreachable database storage before giving up (the study's; 120)")
+
+    la = sub.add_parser("launch", help="the commands that run a suite on N machines sharing a database storage")
+    la.add_argument("--suite", required=True, help="the suite YAML file (at the same path on every machine)")
+    la.add_argument("--storage", required=True, help="the shared database: postgresql://user:password@host/db")
+    la.add_argument("--machines", type=int, required=True, help="machines in all, the one running `harness run` included")
+    la.add_argument("--out", help="the tables' folder on each machine (default results/<suite name>)")
+    la.add_argument("--wait", type=float, default=3600.0,
+                    help="seconds a worker waits for machine 1 to create the study it works on next (3600)")
+    la.add_argument("--slurm", metavar="FILE", help="also write the commands as a SLURM array job script")
+    la.add_argument("--cpus-per-task", type=int, help="the SLURM script's --cpus-per-task")
+    la.add_argument("--dry-run", action="store_true", help="write nothing: print the SLURM script instead")
 
     bench = sub.add_parser("bench", help="throughput table (timm-style) of each method's model")
     bench.add_argument("methods", nargs="+", help="method names or patterns")
@@ -368,6 +384,8 @@ def _suite_from_args(args, registry):
 def _cmd_run(args, registry, console) -> int:
     from harness.runner import run_suite
 
+    if args.tune_only:
+        return _cmd_tune_only(args, registry, console)
     suite = _suite_from_args(args, registry)  # a broken plugin this run uses is an error here
     for prob in registry.problems:  # the others: once, before any work
         print(f"harness: warning: {redact(str(prob))}", file=sys.stderr)
@@ -375,15 +393,32 @@ def _cmd_run(args, registry, console) -> int:
     if len(suite.objectives) > 1:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
+    crashed, extra, fresh = [], None, args.fresh
+    if args.workers is not None or args.devices is not None:
+        from harness.runner import move_aside, work_left
+        from harness.workers import describe, pool_settings, run_pool
+
+        if args.devices and args.device:
+            raise ConfigError("give --device (every process) or --devices (one each, in turn), not both")
+        pool = pool_settings(args.workers if args.workers is not None else len(args.devices.split(",")),
+                             threads_for(args.threads) if args.threads != "auto" else None, args.devices, args.plugin)
+        say = lambda m: console.print(redact(m), highlight=False, markup=False)  # noqa: E731
+        if fresh:
+            move_aside(suite, out, say)
+            fresh = False
+        if work_left(suite, registry, out):
+            crashed = run_pool(suite, out, pool, say).crashed
+        extra = {"workers": describe(pool)}
     if args.seeds_until_decided is not None:
         from harness.rounds import run_until_decided
 
         if args.seeds_until_decided < 1:
             raise ConfigError(f"--seeds-until-decided must be a positive integer, got {args.seeds_until_decided}")
         result = run_until_decided(suite, registry, out, args.seeds_until_decided, console=console,
-                                   progress=not args.no_progress, fresh=args.fresh)
+                                   progress=not args.no_progress, fresh=fresh, extra_provenance=extra)
     else:
-        result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=args.fresh)
+        result = run_suite(suite, registry, out, console=console, progress=not args.no_progress, fresh=fresh,
+                           extra_provenance=extra)
     if result.report is not None:
         console.print(result.report.terminal_table())
         _print_seed_lines(console, result.report.seed_lines())
@@ -405,7 +440,23 @@ def _cmd_run(args, registry, console) -> int:
     for o in failed:
         plugin = f" (plugin {owners[o.row]!r})" if o.row in owners else ""
         print(redact(f"harness: error: {o.dataset} · {o.row}: {o.detail}{plugin}"), file=sys.stderr)
-    return EXIT_USAGE if failed else 0
+    for child in crashed:
+        print(redact(f"harness: error: {child.label} crashed ({child.reason()}); the run finished without it"),
+              file=sys.stderr)
+    return EXIT_USAGE if failed or crashed else 0
+
+
+def _cmd_tune_only(args, registry, console) -> int:
+    """One process of ``run --workers``: the tuning trials of the suite its parent stored, nothing else."""
+    from harness.runner import run_suite
+    from harness.suite import suite_from_spec
+    from harness.worker import sigterm_as_interrupt
+
+    suite = suite_from_spec(json.loads(Path(args.tune_only).read_text(encoding="utf-8")))
+    changes = {k: v for k, v in (("storage", args.storage), ("device", args.device)) if v is not None}
+    with sigterm_as_interrupt():  # how the parent stops it
+        run_suite(suite.replace(**changes), registry, Path(args.out), console=console, progress=False, tune_only=True)
+    return 0
 
 
 def _cmd_report(args, registry, console) -> int:
@@ -466,6 +517,30 @@ def _cmd_worker(args, registry, console) -> int:
                       device=args.device, wait_s=args.wait, storage_retry=args.storage_retry)
 
 
+def _cmd_launch(args, registry, console) -> int:
+    from harness.launch import LaunchPlan, check_plan, describe, slurm_script, write_script
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    plan = check_plan(LaunchPlan(
+        suite=suite, suite_file=args.suite, storage=args.storage, machines=args.machines,
+        out=args.out or str(Path("results") / suite.name), wait_s=args.wait, plugins=tuple(args.plugin),
+        threads=threads_for(args.threads) if args.threads != "auto" else None))
+    for row in suite.all_rows():  # unknown methods fail here, not on the machines
+        if row.method != "cash":
+            registry.method(row.method)
+    print(describe(plan, registry), end="")
+    if args.slurm:
+        script = slurm_script(plan, registry, cpus=args.cpus_per_task)
+        if args.dry_run:
+            print(f"\n# {args.slurm} (not written: --dry-run)\n{script}", end="")
+        else:
+            write_script(Path(args.slurm), script)
+            print(f"\nwrote {args.slurm}: submit it with `sbatch {args.slurm}` from a shell that has exported "
+                  f"HARNESS_STORAGE")
+    return 0
+
+
 def _cmd_bench(args, registry, console) -> int:
     from rich.table import Table
 
@@ -495,7 +570,7 @@ def _cmd_bench(args, registry, console) -> int:
 
 
 COMMANDS = {"plugins": _cmd_plugins, "datasets": _cmd_datasets, "run": _cmd_run, "report": _cmd_report,
-            "worker": _cmd_worker, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
+            "worker": _cmd_worker, "launch": _cmd_launch, "bench": _cmd_bench, "new-plugin": _cmd_new_plugin}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

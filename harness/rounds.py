@@ -37,7 +37,7 @@ def round_suite(suite: Suite, targets: dict[tuple[str, str], int]) -> Suite:
 
 def run_until_decided(suite: Suite, registry: Registry, out_dir: Path, max_seeds: int, *,
                       console: Console | None = None, progress: bool = True, fresh: bool = False,
-                      cache_dir: Path | None = None) -> RunResult:
+                      cache_dir: Path | None = None, extra_provenance: dict[str, Any] | None = None) -> RunResult:
     """Run ``suite`` in seed rounds until every requested comparison is decided or each of its rows
     has ``max_seeds`` seeds; return the last round's result with the tables rewritten."""
     console = console or Console(stderr=True)
@@ -69,7 +69,7 @@ def run_until_decided(suite: Suite, registry: Registry, out_dir: Path, max_seeds
     while True:
         current = round_suite(suite, asked)
         result = run_suite(current, registry, out_dir, console=console, progress=progress, fresh=fresh,
-                           cache_dir=cache_dir)
+                           cache_dir=cache_dir, extra_provenance=extra_provenance)
         fresh = False
         storage = storage or make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat,
                                           retry_s=suite.storage_retry)

@@ -248,6 +248,14 @@ def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_sui
     return plans
 
 
+def work_left(suite: Suite, registry: Registry, out_dir: Path) -> bool:
+    """Whether a run of ``suite`` into ``out_dir`` has anything to compute (it only reads the storage;
+    a row stored with other settings is refused here, as by the run)."""
+    check_paths(suite, out_dir)
+    plans = plan_suite(suite, registry, out_dir, _existing_storage(suite, out_dir))
+    return any(p.action in ("new", "extend") for p in plans)
+
+
 def _check_one_suite(suite: Suite, out_dir: Path, storage) -> None:
     """Tables of two suites in one folder would overwrite each other: refuse the second."""
     import json
@@ -320,8 +328,13 @@ def run_suite(
     progress: bool = True,
     cache_dir: Path | None = None,
     fresh: bool = False,
+    tune_only: bool = False,
+    extra_provenance: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run what the suite asks and the storage lacks; see :func:`plan_suite` for what is reused.
+
+    ``tune_only``: only the tuning trials (a process of ``harness run --workers``, :mod:`harness.workers`);
+    no seed re-runs and no tables. ``extra_provenance`` joins the run's provenance record.
 
     Everything is validated (paths, data sets, label budgets, pinned values) before the output
     folder or the storage is created, so bad input leaves nothing behind.
@@ -339,6 +352,8 @@ def run_suite(
     storage = None if fresh else _existing_storage(suite, out_dir)
     plans = plan_suite(suite, registry, out_dir, storage, one_suite=not fresh)
     todo = [p for p in plans if p.action in ("new", "extend")]
+    if not todo and tune_only:
+        return RunResult(out_dir=out_dir, rows=[], outcomes=[], paths={})
     if not todo:
         if not any(p.action == "stored" for p in plans):
             raise ConfigError("nothing to run: " + "; ".join(f"{p.ds.label} · {p.row.name}: {p.note}" for p in plans))
@@ -388,7 +403,7 @@ def run_suite(
         pruner=suite.pruner, budget={"trials": o.trials or suite.trials, "seeds": o.seeds or suite.seeds,
                                      "epochs": o.epochs or suite.epochs, "timeout": suite.timeout},
         storage=redact(str(suite.storage)) if suite.storage else "journal file optuna.journal beside the tables",
-        started_at=now(), plugins=plugin_distributions(registry),
+        started_at=now(), plugins=plugin_distributions(registry), **(extra_provenance or {}),
         **({"robustness": parse_robustness(suite.robustness).spec()} if suite.robustness else {}),
     )
     outcomes: list[RowOutcome] = []
@@ -407,8 +422,10 @@ def run_suite(
             outcomes.append(run_row(
                 suite, plan.ds, plan.row, plan.method, task, storage, device, out_dir, bars=bars, d_i=plan.d_i,
                 r_i=plan.r_i, provenance=provenance, cache_dir=cache_dir, plugin_modules=_plugin_modules(registry),
-                say=say, settings=plan.settings,
+                say=say, settings=plan.settings, tune_only=tune_only,
             ))
+    if tune_only:
+        return RunResult(out_dir=out_dir, rows=[], outcomes=outcomes, paths={})
     provenance["finished_at"] = now()
     # Rows whose results an earlier run computed keep that run's provenance.
     computed = {(o.dataset, o.row) for o in outcomes if o.ran_final}
@@ -543,7 +560,7 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             out_dir: Path, *, bars=None, d_i: int = 0, r_i: int = 0, provenance: dict[str, Any] | None = None,
             cache_dir: Path | None = None, plugin_modules: list[str] = (), max_trials: int | None = None,
             worker: bool = False, say: Callable[[str], None] = lambda _: None,
-            settings: dict[str, Any] | None = None) -> RowOutcome:
+            settings: dict[str, Any] | None = None, tune_only: bool = False) -> RowOutcome:
     """Tune one (data set, row) on val, then re-train the best over seeds and score test.
 
     Every process on a study samples with a stream of its own: the first with the suite's seed, any
@@ -552,7 +569,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
     the same configurations. ``worker``: a ``harness worker`` joining a study made by
     ``harness run``: it leaves the study's description alone, and stops after ``max_trials`` trials
     without the seed phase unless the budget is reached. The seed phase is claimed by one process;
-    ``harness run`` waits for a worker that holds it, a worker does not.
+    ``harness run`` waits for a worker that holds it, a worker does not. ``tune_only``: return once
+    the tuning budget is used (``tuned``), leaving the seed phase to a later call.
     """
     from harness.phases import FinalSettings, PhaseSettings, TuneSettings, default_config, run_seeds, tune
     from harness.robustness import parse_robustness
@@ -602,6 +620,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
             return RowOutcome(ds.label, row.name, "waiting",
                               f"{study.study_name}: {budget_used(study)} of {trials} trials done; the seed "
                               "re-runs start when the budget is reached")
+        if tune_only:
+            return RowOutcome(ds.label, row.name, "tuned")
         best = best_trial(study)
         if best is None:
             reason = failure_summary(study)
@@ -610,6 +630,8 @@ def run_row(suite: Suite, ds: DatasetSpec, row: RowSpec, method, task: Task, sto
         config = best.user_attrs[records.CONFIG]
     else:
         best, config = None, default_config(method, tune_task, budget.params)
+        if tune_only:
+            return RowOutcome(ds.label, row.name, "tuned")
     row_seeds = [suite.seed_base + i for i in range(budget.seeds)]
     number = best.number if best is not None else None
     earlier = study.user_attrs.get(records.BEST_TRIAL)

@@ -44,7 +44,7 @@ def load_meta(storage, study_name: str, wait_s: float) -> StudyMeta:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler stopping the worker) ends the running trial like Ctrl-C: failed and
     queued again, never left RUNNING."""
     if threading.current_thread() is not threading.main_thread():
@@ -81,7 +81,7 @@ def run_worker(url: str, study_name: str, plugin_modules: list[str], console, n_
     task = row_task(registry, suite, ds, row, dev)
     out_dir = Path(out) if out else Path("results") / suite.name
     console.print(f"worker {worker_id()} on {study_name} ({redact(url)})", highlight=False)
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         outcome = run_row(suite, ds, row, method, task, storage, dev, out_dir, max_trials=n_trials,
                           worker=True, say=lambda m: console.print(redact(m), highlight=False))
     if outcome.status == "waiting":

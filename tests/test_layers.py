@@ -20,8 +20,8 @@ PLUGINS = ROOT / "plugins"
 # Top to bottom. A name covers the module and everything under it.
 LAYERS: dict[str, tuple[str, ...]] = {
     "face": ("harness.cli", "harness.scaffold"),
-    "orchestrate": ("harness.runner", "harness.worker", "harness.cash", "harness.bench", "harness.conformance",
-                    "harness.rounds"),
+    "orchestrate": ("harness.runner", "harness.worker", "harness.workers", "harness.launch", "harness.cash",
+                    "harness.bench", "harness.conformance", "harness.rounds"),
     "phases": ("harness.phases", "harness.search", "harness.evaluate"),
     "report": ("harness.report",),
     "bottom": (
@@ -43,7 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 RANK = {layer: i for i, layer in enumerate(LAYERS)}
 
 # What a built-in plugin must not import: the modules that run suites, search and report.
-NOT_FOR_PLUGINS = ("harness.runner", "harness.worker", "harness.search", "harness.phases", "harness.report",
+NOT_FOR_PLUGINS = ("harness.runner", "harness.worker", "harness.workers", "harness.launch", "harness.search", "harness.phases", "harness.report",
                    "harness.cli", "harness.storage", "harness.evaluate", "harness.cash", "harness.bench",
                    "harness.conformance")
 
