@@ -85,3 +85,16 @@ def test_graph_transformers_learn_a_block_graph_well_above_chance(registry, meth
     fitted = m.fit(task.without_test(), {**m.info.defaults, "pe_k": 4}, ctx)
     acc = accuracy(m.evaluate(fitted, task.test.without_labels(), ctx), task.test.y)
     assert acc > 0.8, acc  # chance is 1/3
+
+
+@pytest.mark.parametrize("method", ["graph_transformer", "gps"])
+def test_graph_transformers_run_on_a_planetoid_folder(registry, tmp_path, method):
+    from harness.data import load_task
+    from test_graph import _write_planetoid
+
+    _write_planetoid(tmp_path / "g", "tiny", n_train=9, n_all=520, test_ids=list(range(520, 560))[::-1])
+    task = load_task(registry, f"planetoid:{tmp_path / 'g'}")
+    m = registry.methods[method]
+    ctx = FitContext(device=torch.device("cpu"), seed=0, epochs=3)
+    probs = m.evaluate(m.fit(task.without_test(), m.info.defaults, ctx), task.test.without_labels(), ctx)
+    assert probs.shape == (40, 3) and torch.allclose(probs.sum(1), torch.ones(40))
