@@ -4,6 +4,8 @@ A suite YAML::
 
     name: default
     datasets: [digits]                # or {name: csv:data.csv, target: label}
+                                      # or {name: mnist5k, labels_per_class: [10, 50, all]}: a
+                                      # training-size sweep, one data set per size (harness.sweeps)
     methods:
       - erm                           # a method name, tuned with the suite's budget
       - {method: erm, name: erm_sgd, params: {optimizer: sgd}}   # a named row with pinned values
@@ -38,6 +40,7 @@ from harness.records import Budget
 from harness.samplers import SAMPLERS, SINGLE_OBJECTIVE, check_pruner, check_sampler
 from harness.sequential import parse_compare
 from harness.shift import parse_ood, parse_shifts
+from harness.sweeps import expand_sizes
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,9 @@ def validate(suite: Suite) -> Suite:
     if not suite.datasets:
         raise ConfigError("no data sets given")
     labels = {ds.label for ds in suite.datasets}
+    if len(labels) < len(suite.datasets):
+        twice = sorted({d.label for d in suite.datasets if [e.label for e in suite.datasets].count(d.label) > 1})
+        raise ConfigError(f"data set {', '.join(twice)} listed twice: give each entry its own options or label budget")
     for row in suite.rows:
         missing = sorted(set(row.datasets or ()) - labels)
         if missing:
@@ -339,7 +345,7 @@ def from_mapping(data: Any, default_name: str = "suite") -> Suite:
     try:
         suite = Suite(
             name=str(data.get("name") or default_name),
-            datasets=tuple(_dataset(d) for d in datasets),
+            datasets=tuple(_dataset(d) for entry in datasets for d in expand_sizes(entry)),
             rows=tuple(_row(m) for m in methods),
             **rest,
         )

@@ -26,7 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "report": ("harness.report",),
     "bottom": (
         "harness",  # the package's public names
-        "harness.storage", "harness.records", "harness.samplers", "harness.suite", "harness.redaction",
+        "harness.storage", "harness.records", "harness.samplers", "harness.suite", "harness.sweeps", "harness.redaction",
         "harness.sequential",
         # the plugin contract
         "harness.hookspecs", "harness.plugins", "harness.info", "harness.task", "harness.context",

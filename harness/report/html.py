@@ -26,6 +26,7 @@ from harness.report.provenance import provenance_items
 from harness.report.stats import (
     NO_VARIANCE, RankResult, average_ranks, compared_metrics, methods_text, pairwise_comparisons, sense_of,
 )
+from harness.report.sweep import write_sweep
 from harness.report.tables import _atomic_write, display_sort_keys
 from harness.report.uncertainty import ood_display, plot_reliability, plot_shift
 from harness.robustness import summary_notes
@@ -378,6 +379,11 @@ def write_report(out_dir: Path, *, per_seed: pd.DataFrame, summary: pd.DataFrame
     figures, fig_paths = _figures(summary, reliability, shift, ood, studies, {m: ranked.get(m) for m in RANKED},
                                   out_dir, drawn or {})
     paths.update(fig_paths)
+    sweep_paths, sweep_figures = write_sweep(out_dir, per_seed, summary)
+    paths.update(sweep_paths)
+    figures["sweep"] = [_img(png, f"training-size sweep, {name}", f"{name}: test accuracy and ECE against the "
+                             "number of labelled training examples; bars are 95 % bootstrap CIs over seeds. Table "
+                             "and paired differences: sweep.md.") for name, png in sweep_figures]
     page = render_page(title, provenance, per_seed, summary, shown, comp, ranked, figures, descriptions)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(html_path, page)
@@ -445,6 +451,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
         fig_html += "<h3>Reliability diagrams</h3>" + "".join(figures["reliability"])
     if fig_html:
         sections.append(("plots", "Plots", fig_html))
+    if figures.get("sweep"):
+        sections.append(("sweep", "Training size", "".join(figures["sweep"])))
     if figures["shift"]:
         sections.append(("shift", "Shift and OOD", "".join(figures["shift"])))
     if figures["robustness"]:

@@ -43,9 +43,12 @@ class Augment:
 
 
 def augment_from_config(name: str, hflip_ok: bool = False) -> Augment | None:
-    """The augmentation choices search spaces offer: ``none``, ``light``, ``strong``."""
+    """The augmentation choices search spaces offer: ``none``, ``light``, ``strong``, and ``shift``
+    (translation only, up to 10 % of the side: the random shift-and-crop a ViT trained from scratch needs)."""
     if name == "none":
         return None
+    if name == "shift":
+        return Augment(degrees=0, translate=0.1, scale=(1.0, 1.0), hflip=hflip_ok)
     if name == "light":
         return Augment(degrees=10, translate=0.08, scale=(0.95, 1.05), hflip=hflip_ok)
     if name == "strong":

@@ -52,6 +52,10 @@ class GAT(nn.Module):
 
 
 def build_network(method: str, config: dict[str, Any], in_dim: int, num_classes: int) -> nn.Module:
+    if method in ("graph_transformer", "gps"):
+        from harness_plugins.graph.transformer_nets import build_transformer
+
+        return build_transformer(method, config, in_dim, num_classes)
     if method == "gat":
         return GAT(in_dim, num_classes, config["heads"], config["hidden"], config["out_heads"],
                    config["dropout"], config["attn_dropout"])
