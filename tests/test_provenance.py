@@ -110,3 +110,18 @@ def test_a_report_over_runs_with_different_thread_counts_says_so(tmp_path):
     for page in ("summary.md", "index.html"):
         text = (tmp_path / "o" / page).read_text()
         assert "different thread counts or devices" in text and "digits · logreg" in text, page
+
+
+def test_a_checkout_is_dirty_for_code_changes_not_for_its_results(tmp_path):
+
+    repo = tmp_path / "checkout"
+    (repo / "results").mkdir(parents=True)
+    (repo / "results" / "summary.csv").write_text("a\n")
+    (repo / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    head = _git(repo, "rev-parse", "HEAD")
+    (repo / "results" / "summary.csv").write_text("b\n")
+    assert git_commit(repo) == head
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo) == head + "+dirty"

@@ -35,7 +35,9 @@ def git_commit(folder: Path | None = None) -> str:
     """``COMMIT`` or ``COMMIT+dirty`` of the git checkout ``folder`` is the root of (default: the
     checkout the ``harness`` package was imported from), else ``not a git checkout``. A folder inside
     some other repository (a wheel installed into a virtual environment kept in a project's
-    repository) is not a checkout of the harness: the repository root must be ``folder`` itself."""
+    repository) is not a checkout of the harness: the repository root must be ``folder`` itself.
+    The checkout's own ``results/`` is output, not code: a run re-computing a committed table
+    changes it, and that does not make the code that ran dirty."""
     root = Path(folder) if folder is not None else Path(__file__).resolve().parents[2]
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root.resolve():
@@ -43,7 +45,7 @@ def git_commit(folder: Path | None = None) -> str:
     head = _git(root, "rev-parse", "HEAD")
     if head is None:
         return "unknown"
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return head + ("+dirty" if dirty else "")
 
 
