@@ -36,6 +36,7 @@ from harness.errors import ConfigError
 from harness.records import Budget
 from harness.samplers import SAMPLERS, SINGLE_OBJECTIVE, check_pruner, check_sampler
 from harness.shift import parse_ood, parse_shifts
+from harness.tasks import parse as parse_task_kind
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class DatasetSpec:
 
 
 def _option_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return "+".join(f"{k}:{_option_text(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return "-".join(map(str, value))
     return str(value)
@@ -246,6 +249,7 @@ def validate(suite: Suite) -> Suite:
     for ds in suite.datasets:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
+        parse_task_kind(ds.options)
     return suite
 
 
