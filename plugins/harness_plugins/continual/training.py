@@ -15,6 +15,7 @@ from harness.toolkit.models import network_from_config
 from harness.toolkit.train import TrainConfig, predict_proba, train
 
 KD_TEMPERATURE = 2.0  # Li & Hoiem's distillation temperature
+FISHER_EXAMPLES = 200  # examples per experience for EWC's Fisher estimate
 
 
 @dataclass
@@ -129,25 +130,24 @@ def _penalty(method: str, state: ContinualState, config: dict[str, Any]):
 
 
 def _consolidate(state: ContinualState, task: Task, cfg: TrainConfig, ctx: FitContext) -> None:
-    """Online EWC: add this experience's empirical diagonal Fisher (squared mini-batch gradients of
-    the log-likelihood) to the running one and anchor the current weights."""
+    """Online EWC: add this experience's empirical diagonal Fisher (squared per-example gradients of
+    the log-likelihood, on up to ``FISHER_EXAMPLES`` training examples) to the running one and
+    anchor the current weights."""
     model = state.model
     model.eval()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     x, y = task.train.x, task.train.y
     mask = output_mask(task, len(x))
-    batches = 0
-    for start in range(0, len(x), cfg.batch_size):
+    pick = torch.randperm(len(x), device=x.device, generator=ctx.generator(offset=29))[:FISHER_EXAMPLES]
+    for i in pick.tolist():
         model.zero_grad(set_to_none=True)
-        sl = slice(start, start + cfg.batch_size)
-        F.cross_entropy(masked(model(x[sl]), mask[sl]), y[sl]).backward()
+        F.cross_entropy(masked(model(x[i:i + 1]), mask[i:i + 1]), y[i:i + 1]).backward()
         for n, p in params.items():
             if p.grad is not None:
                 fisher[n] += p.grad.detach() ** 2
-        batches += 1
     model.zero_grad(set_to_none=True)
-    fisher = {n: f / max(batches, 1) for n, f in fisher.items()}
+    fisher = {n: f / len(pick) for n, f in fisher.items()}
     state.fisher = fisher if state.fisher is None else {n: state.fisher[n] + fisher[n] for n in fisher}
     state.anchor = {n: p.detach().clone() for n, p in params.items()}
 
