@@ -23,13 +23,13 @@ from harness.info import MethodInfo
 
 KINDS = ("image",)
 TASKS = ("episodic",)
-ENCODER = {"model": "conv4", "width": 32}
+ENCODER = {"model": "conv4"}
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "protonet": {"lr": 1e-3, "episodes_per_epoch": 50, "train_shot": 5},
-    "maml": {"lr": 1e-3, "episodes_per_epoch": 50, "train_shot": 5, "inner_lr": 0.1, "inner_steps": 3,
-             "test_inner_steps": 5},
-    "baseline_pp": {"lr": 2e-3, "batch_size": 64, "cosine_scale": 10.0},
-    "nc_random": {},
+    "protonet": {"width": 16, "lr": 1e-3, "episodes_per_epoch": 50, "train_shot": 5},
+    "maml": {"width": 16, "lr": 1e-3, "episodes_per_epoch": 50, "train_shot": 5, "inner_lr": 0.1, "inner_steps": 3,
+             "test_inner_steps": 3},
+    "baseline_pp": {"width": 16, "lr": 2e-3, "batch_size": 64, "cosine_scale": 10.0},
+    "nc_random": {"width": 16},
 }
 
 
@@ -53,7 +53,7 @@ def harness_methods() -> list[MethodInfo]:
 
 @hookimpl
 def harness_search_space(method: str, trial, task) -> dict[str, Any]:
-    cfg: dict[str, Any] = dict(ENCODER)
+    cfg: dict[str, Any] = {**ENCODER, "width": trial.suggest_categorical("width", [16, 32])}
     if method == "nc_random":
         return cfg
     cfg["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)

@@ -144,7 +144,7 @@ def _maml_adapted(model: nn.Module, support: Split, config: dict[str, Any]) -> A
     start = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     with torch.enable_grad():
         fast = _adapt(model, start, support, float(config.get("inner_lr", 0.1)),
-                      int(config.get("test_inner_steps", 5)), keep_graph=False)
+                      int(config.get("test_inner_steps", 3)), keep_graph=False)
     fast = {n: p.detach() for n, p in fast.items()}
 
     def probs(x: torch.Tensor) -> torch.Tensor:
