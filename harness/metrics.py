@@ -275,7 +275,7 @@ def column(name: str) -> Column | None:
     if name in COLUMNS:
         return COLUMNS[name]
     for prefix, label, better in ((PART_ACCURACY, "acc", True), (PART_CI, "±95%", None)):
-        if name.startswith(prefix) and name[len(prefix):].isidentifier():
+        if name.startswith(prefix) and name[len(prefix):].replace("_", "a").isalnum():
             part = name[len(prefix):]
             return Column(name=name, label=f"{label} {part}", higher_is_better=better, scale=100.0, digits=2,
                           unit="%", description=f"{label} of {part}")
