@@ -81,6 +81,10 @@ class StreamTask(KindTask):
         return self.experiences[0].without_test()
 
     @property
+    def name(self) -> str:
+        return self.experiences[0].name.rpartition("/")[0]
+
+    @property
     def has_test(self) -> bool:
         return self.experiences[0].has_test
 
