@@ -90,3 +90,15 @@ def test_replay_remembers_where_fine_tuning_forgets(registry, digits):
         run = run_stream(registry.method(name), stream, config, settings.context(0, "final"), "test")
         acc[name] = run.metrics["accuracy"]
     assert acc["replay"] >= acc["naive"] + 0.3, acc
+
+
+def test_the_report_draws_the_seed_averaged_accuracy_matrix(tmp_path):
+    from harness.report.continual import mean_matrices, write_stream_figures
+
+    rows = [{"dataset": "s", "method": "naive", "status": "ok", "accuracy_matrix": [[1.0, 0.0], [0.2, 0.8]]},
+            {"dataset": "s", "method": "naive", "status": "ok", "accuracy_matrix": [[0.8, 0.0], [0.4, 1.0]]},
+            {"dataset": "s", "method": "naive", "status": "FAIL"}]
+    assert mean_matrices(rows)["s"]["naive"].tolist() == pytest.approx([[0.9, 0.0], [0.3, 0.9]])
+    paths = write_stream_figures(tmp_path, rows)
+    assert paths["accuracy_matrix_png:s"].read_bytes().startswith(b"\x89PNG")
+    assert write_stream_figures(tmp_path, [{"dataset": "d", "method": "erm", "status": "ok"}]) == {}
