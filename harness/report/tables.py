@@ -119,7 +119,7 @@ def _display_sources(summary: pd.DataFrame) -> list[tuple[str, Column | None, st
                 out.append((CI_HEADING, m, f"{m.name}_ci_low"))
     out += [(column(c).heading, column(c), f"{c}_mean") for c in TASK_KIND_COLUMNS if f"{c}_mean" in cols]
     out += [(column(c[:-5]).heading, column(c[:-5]), c) for c in cols
-            if c.startswith((PART_ACCURACY, PART_CI)) and c.endswith("_mean") and column(c[:-5]) is not None]
+            if c[:-5].startswith((PART_ACCURACY, PART_CI)) and c.endswith("_mean") and column(c[:-5]) is not None]
     out += [(column(c).heading, column(c), c) for c in SHOWN_COUNTS]
     out.append(("seeds", None, "seeds"))
     out += [(column(c).heading, column(c), f"{c}_mean") for c in SHOWN_UNCERTAINTY if f"{c}_mean" in cols]
@@ -153,7 +153,11 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[heading] = col.format(r.get(key))
         rows.append(row)
-    return pd.DataFrame(rows).astype(object).fillna("")  # object first: no pandas fill-value warning
+    frame = pd.DataFrame(rows)
+    # Columns in the declared order, also those the first rows lack (another task kind's, a plugin's extras).
+    declared = ["data set", "method", *(heading for heading, _, _ in sources)]
+    frame = frame[[c for c in declared if c in frame.columns] + [c for c in frame.columns if c not in declared]]
+    return frame.astype(object).fillna("")  # object first: no pandas fill-value warning
 
 
 def display_sort_keys(summary: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
