@@ -215,7 +215,8 @@ def _cmd_plugins(args, registry, console) -> int:
             "plugins": [{**vars(rec), "distribution": registry.distributions.get(rec.name)}
                         for rec in registry.plugins.values()],
             "broken": {name: str(p) for name, p in registry.broken.items()},
-            "methods": {n: {"plugin": m.plugin, "kinds": list(m.info.kinds), "description": m.info.description,
+            "methods": {n: {"plugin": m.plugin, "kinds": list(m.info.kinds), "tasks": list(m.info.tasks),
+                            "description": m.info.description,
                             "citation": m.info.citation, "search_space": spaces.get(n),
                             "replaces": registry.plugins[m.plugin].replaces.get(n)}
                         for n, m in registry.methods.items()},
@@ -239,7 +240,9 @@ def _cmd_plugins(args, registry, console) -> int:
     for name, m in registry.methods.items():
         replaced = registry.plugins[m.plugin].replaces.get(name)
         owner = m.plugin + (f" (replaces built-in {replaced!r})" if replaced else "")
-        mt.add_row(name, owner, ", ".join(m.info.kinds), *((spaces.get(name, ""),) if args.spaces else ()),
+        learns = [t for t in m.info.tasks if t != "classification"]  # task kinds of harness.tasks
+        kinds = ", ".join(m.info.kinds) + (f" ({', '.join(learns)})" if learns else "")
+        mt.add_row(name, owner, kinds, *((spaces.get(name, ""),) if args.spaces else ()),
                    m.info.description)
     console.print(mt)
     if not args.spaces:

@@ -1,5 +1,6 @@
 """``harness plugins --check NAME``: put a plugin's methods through everything a run does to them, on
-a tiny task of every kind they declare, and say exactly what is wrong. The test a plugin author runs
+a tiny task of every kind they declare (and of every task kind: a stream, a multi-task or an
+episodic task built from it), and say exactly what is wrong. The test a plugin author runs
 before publishing.
 
 For each method and kind: several sampled configurations, each held exactly as the study storage
@@ -21,13 +22,22 @@ from harness.context import FitContext
 from harness.data import load_task
 from harness.errors import ConfigError, PluginError, failure_reason
 from harness.metrics import accuracy
-from harness.phases import PhaseSettings, fit, predict
+from harness.phases import PhaseSettings, fit, kinds, predict
 from harness.phases.fitting import Fitted
 from harness.plugins import Method, Registry
 from harness.task import Task
+from harness.tasks import CLASSIFICATION, task_kind
+from harness.tasks import build as build_task_kind
 
 TINY = {"image": "digits", "tabular": "iris", "graph": "cora"}
 SAMPLES = 4  # configurations sampled per method and kind
+# The tiny task of each task kind, built from the tiny data set of the method's modality.
+TINY_TASK_KINDS: dict[str, dict[str, Any]] = {
+    "stream": {"stream": {"experiences": 5, "scenario": "class"}},
+    "multitask": {"multitask": ["digit", "parity"]},
+    "episodic": {"episodes": {"ways": 5, "shots": [1], "meta_train": [0, 1, 2, 3, 4], "meta_test": [5, 6, 7, 8, 9],
+                              "queries": 5, "test_episodes": 5, "val_episodes": 5}},
+}
 
 
 @dataclass
@@ -82,12 +92,23 @@ def check_plugin(registry: Registry, name: str, epochs: int = 2, device: str = "
                 continue
             if kind not in tasks:
                 tasks[kind] = load_task(registry, TINY[kind], device=torch.device(device))
-            reports.append(_check_one(method, tasks[kind], epochs, torch.device(device)))
+            for kind_name in method.info.tasks:  # classification, and the task kinds of harness.tasks
+                if kind_name == CLASSIFICATION:
+                    reports.append(_check_one(method, tasks[kind], epochs, torch.device(device)))
+                    continue
+                try:
+                    kind_task = build_task_kind(tasks[kind], TINY_TASK_KINDS[kind_name])
+                except (ConfigError, KeyError) as exc:
+                    reports.append(CheckReport(method.name, f"{TINY[kind]} ({kind_name})", method.plugin,
+                                               notes=[f"no tiny {kind_name} task from {TINY[kind]} ({exc}); skipped"]))
+                    continue
+                reports.append(_check_one(method, kind_task, epochs, torch.device(device)))
     return reports
 
 
 def _check_one(method: Method, task: Task, epochs: int, device: torch.device) -> CheckReport:
-    report = CheckReport(method.name, task.name, method.plugin)
+    kind = task_kind(task)
+    report = CheckReport(method.name, task.name if kind == CLASSIFICATION else f"{task.name} ({kind})", method.plugin)
     plugin_task = task.without_test()
     try:
         configs = _sample(method, plugin_task)
@@ -156,6 +177,14 @@ def _reason(method: Method, exc: BaseException) -> str:
 def _fit_and_score(method: Method, task: Task, config: dict[str, Any], ctx: FitContext) -> dict[str, float]:
     """Fit on the task without its test split, then score the val and the test split (labels hidden)
     with the core's one fit → predict → check routine: what a tuning trial and a seed re-run do."""
+    if task_kind(task) != CLASSIFICATION:  # the kind's own protocol, as tuning and the seed re-runs run it
+        out = {}
+        for split_name in ("val", "test"):
+            try:
+                out[split_name] = kinds.PROTOCOLS[task_kind(task)](method, task, config, ctx, split_name).metrics["accuracy"]
+            except Exception as exc:
+                raise _Failed(f"{task_kind(task)} protocol on {split_name}: {_reason(method, exc)}") from None
+        return out
     try:
         fitted = fit(method, task.without_test(), config, ctx)
     except Exception as exc:

@@ -5,7 +5,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,6 +37,11 @@ class FitContext:
     the per-seed table and is aggregated over seeds like the headline metrics. ``artifact_dir`` is
     a folder beside the tables for files a method writes in the final phase (sample grids; create
     it before writing); it is ``None`` while tuning.
+
+    ``previous``: in the task kinds fitted in stages (:mod:`harness.tasks`), what ``harness_fit``
+    returned for the stage before: the model after the previous experience of a stream, the
+    meta-trained model when adapting to a few-shot episode; ``None`` at the first stage. A method
+    continues from it; the task it is handed holds the current stage's data only.
     """
 
     device: torch.device
@@ -52,6 +57,7 @@ class FitContext:
     modules: list[nn.Module] = field(default_factory=list)
     extras: dict = field(default_factory=dict)
     artifact_dir: Path | None = None
+    previous: Any = None
 
     def report(self, step: int, value: float) -> None:
         if self.reporter is not None:

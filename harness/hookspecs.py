@@ -21,6 +21,15 @@ How the core uses a method, for every row of every table:
 4. Optionally, when the suite asks for robustness, ``harness_differentiable`` hands the core the
    fitted model as a differentiable function, which it attacks on the test split.
 
+Task kinds beyond classification (:mod:`harness.tasks`; a method lists those it supports in
+``MethodInfo.tasks``) keep these hooks and call them in stages: a continual *stream* calls
+``harness_fit`` once per experience with that experience's task alone (``ctx.previous``: what the
+previous call returned) and ``harness_evaluate`` on every experience's split after each; an
+*episodic* task calls ``harness_fit`` to meta-train, then once per episode on the support set
+(``task.meta["stage"] == "episode"``, ``ctx.previous``: the meta-trained state) before
+``harness_evaluate`` on its query set; a *multitask* task's labels have one column per head and
+``harness_evaluate`` returns a dict of probabilities by head (``task.meta["heads"]``).
+
 The method hooks are called only on the plugin that declared the method, so an implementation
 never needs to check ``method`` against names it does not own; it still receives ``method`` so one
 plugin can serve several methods. Hooks are typed with the project's dataclasses, never loose

@@ -32,6 +32,10 @@ class MethodInfo:
     ``replaces``: set to the method's own name to take over a built-in method of that name on
     purpose (``MethodInfo("erm", ..., replaces="erm")``); any other clash of method names is an
     error. ``harness plugins`` shows which built-in a method replaces.
+
+    ``tasks``: the task kinds it can learn (:mod:`harness.tasks`): ``"classification"``, and the
+    protocols ``"stream"`` (continual), ``"multitask"`` and ``"episodic"`` (few-shot). The core
+    refuses to run a method on a task kind it does not list.
     """
 
     name: str
@@ -40,6 +44,7 @@ class MethodInfo:
     citation: str = ""
     defaults: Defaults = field(default_factory=dict)
     replaces: str | None = None
+    tasks: tuple[str, ...] = ("classification",)
 
 
 @dataclass

@@ -239,12 +239,22 @@ COLUMNS: dict[str, Column] = {c.name: c for c in (
     Column(name="params_trainable", label="trainable", count=True, description="parameters trained"),
     Column(name="trainable_fraction", label="trained", unit="%", scale=100.0, digits=1,
            description="share of parameters trained"),
+    # The task kinds of harness.tasks: a stream's forgetting and backward transfer.
+    Column(name="forgetting", label="forgetting", higher_is_better=False, scale=100.0, digits=2, unit="%",
+           description="mean drop of each earlier experience from its best accuracy to its final one "
+           "(Chaudhry et al. 2018)"),
+    Column(name="bwt", label="BWT", higher_is_better=True, scale=100.0, digits=2, unit="%",
+           description="backward transfer: mean change of each earlier experience's accuracy from just after "
+           "learning it to the end (Lopez-Paz & Ranzato 2017)"),
     Column(name="ood_auroc", label="AUROC", higher_is_better=True, digits=3,
            description="area under the ROC curve of telling out-of-distribution inputs by an uncertainty score"),
     Column(name="robust_acc", label="robust acc", higher_is_better=True, scale=100.0, digits=2, unit="%",
            description="accuracy under L∞ PGD at the suite's objective ε (harness.robustness)"),
 )}
 UNCALIBRATED = "_uncalibrated"
+# Per-part accuracies of the task kinds: ``accuracy_<head>`` (multi-task), ``accuracy_<K>shot`` and
+# ``ci95_<K>shot`` (few-shot: mean over episodes and its 95 % half-width).
+PART_ACCURACY, PART_CI = "accuracy_", "ci95_"
 
 _metrics: dict[str, Metric] = {m.name: m for m in BUILTIN_METRICS}
 
@@ -272,6 +282,11 @@ def column(name: str) -> Column | None:
         attack = "PGD" if prefix == robustness.ROBUST else "FGSM"
         return Column(name=name, label=f"{attack} acc @{eps:g}", higher_is_better=True, scale=100.0, digits=2,
                       unit="%", description=f"accuracy under L∞ {attack} at ε = {eps:g} on the data's scale")
+    for prefix, label, better in ((PART_ACCURACY, "acc", True), (PART_CI, "±95%", None)):
+        if name.startswith(prefix) and name[len(prefix):].replace("_", "a").isalnum():
+            part = name[len(prefix):]
+            return Column(name=name, label=f"{label} {part}", higher_is_better=better, scale=100.0, digits=2,
+                          unit="%", description=f"{label} of {part}")
     if name.endswith(UNCALIBRATED) and name[: -len(UNCALIBRATED)] in _metrics:
         m = _metrics[name[: -len(UNCALIBRATED)]]
         return Column(name=name, label=f"{m.label} before TS", higher_is_better=m.higher_is_better, scale=m.scale,

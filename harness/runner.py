@@ -88,14 +88,16 @@ def row_task(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec, de
     cache = {} if cache is None else cache
     budget = not row.all_labels and (ds.labels_per_class is not None or ds.label_fraction is not None)
     if budget not in cache:
+        from harness import tasks
         from harness.data import load_task
 
-        cache[budget] = load_task(
-            registry, ds.name, options=ds.options, data_seed=suite.data_seed,
+        _, _, options = tasks.split_options(ds.options)  # the task-kind option is applied after splitting
+        cache[budget] = tasks.build(load_task(
+            registry, ds.name, options=options, data_seed=suite.data_seed,
             val_frac=ds.val_frac, test_frac=ds.test_frac,
             labels_per_class=ds.labels_per_class if budget else None,
             label_fraction=ds.label_fraction if budget else None, device=device,
-        )
+        ), ds.options, suite.data_seed)
     return cache[budget]
 
 
@@ -238,6 +240,7 @@ def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_sui
             if not row.runs_on(ds):
                 continue
             method = row_method(registry, suite, row)
+            check_task_kind(method, ds)
             plan = RowPlan(ds, row, method, d_i, r_i, row_settings(registry, suite, ds, row, method))
             plans.append(plan)
             if info.kind not in method.info.kinds:
@@ -254,6 +257,17 @@ def work_left(suite: Suite, registry: Registry, out_dir: Path) -> bool:
     check_paths(suite, out_dir)
     plans = plan_suite(suite, registry, out_dir, _existing_storage(suite, out_dir))
     return any(p.action in ("new", "extend") for p in plans)
+
+
+def check_task_kind(method, ds: DatasetSpec) -> None:
+    """Refuse, in one line, a method on a task kind (:mod:`harness.tasks`) it does not declare."""
+    from harness.tasks import split_options
+
+    kind = split_options(ds.options)[0]
+    supported = getattr(method.info, "tasks", ("classification",))
+    if kind not in supported:
+        raise ConfigError(f"{method.name} does not support {kind} tasks ({ds.label}); it supports "
+                          f"{', '.join(supported)}")
 
 
 def _check_one_suite(suite: Suite, out_dir: Path, storage) -> None:

@@ -41,6 +41,7 @@ from harness.samplers import SAMPLERS, SINGLE_OBJECTIVE, check_pruner, check_sam
 from harness.sequential import parse_compare
 from harness.shift import parse_ood, parse_shifts
 from harness.sweeps import expand_sizes
+from harness.tasks import parse as parse_task_kind
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class DatasetSpec:
 
 
 def _option_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return "+".join(f"{k}:{_option_text(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return "-".join(map(str, value))
     return str(value)
@@ -260,6 +263,7 @@ def validate(suite: Suite) -> Suite:
     for ds in suite.datasets:
         if ds.labels_per_class is not None:
             _positive_int(ds.labels_per_class, f"{ds.name}: labels_per_class")
+        parse_task_kind(ds.options)
     return suite
 
 

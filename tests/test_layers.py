@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         # metrics and what is computed from probabilities
         "harness.metrics", "harness.multiobjective", "harness.calibration", "harness.shift", "harness.robustness",
         # data and the training toolkit
-        "harness.data", "harness.toolkit",
+        "harness.data", "harness.toolkit", "harness.tasks",
         # former import paths of the toolkit, forwarding to it
         "harness.models", "harness.train", "harness.augment", "harness.pretrain", "harness.supervised",
         "harness._moved",

@@ -7,8 +7,8 @@ from harness.toolkit.models import Classifier, count_parameters, create_model, l
 
 def test_registry_lists_and_builds(digits, iris):
     assert {"mlp", "cnn", "lenet"} <= set(list_models())
-    assert list_models("c*") == ["cnn", "cnn3"]
-    for name, task in (("mlp", digits), ("cnn", digits), ("lenet", digits), ("mlp", iris)):
+    assert list_models("c*") == ["cnn", "cnn3", "conv4"]
+    for name, task in (("mlp", digits), ("cnn", digits), ("lenet", digits), ("conv4", digits), ("mlp", iris)):
         model = create_model(name, task)
         assert isinstance(model, Classifier)
         out = model(task.train.x[:5])

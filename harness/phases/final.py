@@ -31,11 +31,13 @@ from harness import records, robustness
 from harness.calibration import apply_temperature, fit_temperature
 from harness.errors import StorageUnavailableError, failure_reason
 from harness.metrics import ECE_BINS, classification_metrics, entropy, mutual_information, reliability
+from harness.phases import kinds
 from harness.phases.fitting import Fitted, PhaseSettings, fit, peak_memory_mb, predict
 from harness.plugins import Method
 from harness.predictions import Predictions
 from harness.shift import ShiftSpec, apply_shift, auroc, ood_images
 from harness.task import Split, Task
+from harness.tasks import CLASSIFICATION, task_kind
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def run_seed(method: Method, task: Task, config: dict[str, Any], seed: int, s: F
     """Fit with ``seed`` on the task without its test split, then score the test split."""
     artifacts = s.artifact_dir / f"seed{seed}" if s.artifact_dir is not None else None
     ctx = s.phase.context(seed, "final", artifact_dir=artifacts)
+    if task_kind(task) != CLASSIFICATION:  # a stream, multi-task or episodic task: its own protocol
+        return kinds.seed_result(method, task, config, ctx)
     wall = time.perf_counter()
     fitted = fit(method, task.without_test(), config, ctx)
     predictions, infer_s = predict(fitted, task.test, task.num_classes)

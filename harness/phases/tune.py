@@ -25,9 +25,11 @@ from harness import records, robustness, storage
 from harness.errors import ConfigError, HarnessError, StorageUnavailableError, failure_reason
 from harness.metrics import classification_metrics
 from harness.multiobjective import objective_values
+from harness.phases import kinds
 from harness.phases.fitting import PhaseSettings, fit, predict
 from harness.plugins import Method
 from harness.task import Task
+from harness.tasks import CLASSIFICATION, task_kind
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ def run_trial(trial: optuna.Trial, method: Method, task: Task, s: TuneSettings) 
     # Multi-objective studies cannot prune: their trials report nothing.
     ctx = s.phase.context(s.seed_base + 10_000 + trial.number, "tune",
                           reporter=reporter if len(s.objectives) == 1 else None)
+    if task_kind(task) != CLASSIFICATION:  # a stream, multi-task or episodic task: its own protocol
+        return kinds.validation_metrics(method, task, config, ctx)
     fitted = fit(method, task, config, ctx)
     predictions, elapsed = predict(fitted, task.val, task.num_classes)
     metrics = classification_metrics(predictions.probs, task.val.y)

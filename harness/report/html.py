@@ -28,6 +28,7 @@ from harness.report.stats import (
 )
 from harness.report.sweep import write_sweep
 from harness.report.tables import _atomic_write, display_sort_keys
+from harness.report.continual import STREAM_CAPTION
 from harness.report.uncertainty import ood_display, plot_reliability, plot_shift
 from harness.robustness import summary_notes
 
@@ -271,7 +272,7 @@ def _figures(summary: pd.DataFrame, rel: pd.DataFrame, shift: pd.DataFrame, ood:
     """Every figure as embedded HTML by section, and the PNG files written (those in ``drawn`` are reused)."""
     fig_dir = out_dir / "plots"
     html_by: dict[str, list[str]] = {"overview": [], "reliability": [], "tuning": [], "pareto": [], "ranks": [],
-                                     "shift": [], "robustness": []}
+                                     "shift": [], "robustness": [], "stream": []}
     paths: dict[str, Path] = {}
 
     def add(section: str, fig, name: str, alt: str, caption: str = "") -> None:
@@ -311,6 +312,11 @@ def _figures(summary: pd.DataFrame, rel: pd.DataFrame, shift: pd.DataFrame, ood:
                                      f"{ds}: accuracy, ECE and NLL (mean ± std over seeds) on shifted copies of the "
                                      "test split; intensity 0 is the clean split."))
         paths[f"shift_png:{ds}"] = path
+    for key, path in drawn.items():  # continual streams: the accuracy matrices (harness.report.continual)
+        if key.startswith("accuracy_matrix_png:") and path.is_file():
+            html_by["stream"].append(_img(path.read_bytes(), f"accuracy matrix, {key.split(':', 1)[1]}",
+                                          STREAM_CAPTION))
+            paths[key] = path
     if not ood.empty:
         shown, keys = ood_display(ood)
         html_by["shift"].append("<h3>Out-of-distribution detection</h3><p class='muted'>AUROC (mean ± std over seeds) "
@@ -449,6 +455,8 @@ def render_page(title: str, provenance: dict[str, Any], per_seed: pd.DataFrame, 
     fig_html = "".join(figures["overview"])
     if figures["reliability"]:
         fig_html += "<h3>Reliability diagrams</h3>" + "".join(figures["reliability"])
+    if figures["stream"]:
+        fig_html += "<h3>Accuracy matrices (continual streams)</h3>" + "".join(figures["stream"])
     if fig_html:
         sections.append(("plots", "Plots", fig_html))
     if figures.get("sweep"):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pandas as pd
 from rich.table import Table
 
+from harness.report.continual import write_stream_figures
 from harness.report.tables import aggregate, display_frame, per_seed_frame, write_tables
 from harness.report.uncertainty import ood_frame, reliability_frame, shift_frame, write_uncertainty_reports
 
@@ -49,6 +50,7 @@ class Report:
         out_dir = Path(out_dir)
         paths = write_tables(out_dir, self.per_seed, self.summary, self.shown, self.provenance, self.title)
         paths.update(write_uncertainty_reports(out_dir, self.summary, self.reliability, self.shift, self.ood))
+        paths.update(write_stream_figures(out_dir, self.rows))
         paths.update(write_report(
             out_dir, per_seed=self.per_seed, summary=self.summary, shown=self.shown, reliability=self.reliability,
             shift=self.shift, ood=self.ood, provenance=self.provenance, title=self.title, studies=self.studies,

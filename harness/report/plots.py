@@ -121,6 +121,7 @@ def _err(r: pd.Series, metric: str, scale: float = 1.0) -> list[list[float]]:
 def accuracy_vs_ece(summary: pd.DataFrame) -> Figure | None:
     """Test accuracy against ECE, one panel per data set, bars = 95 % bootstrap CIs over seeds."""
     ok = _ok(summary)
+    ok = ok[ok["ece_mean"].notna()] if "ece_mean" in ok else ok.iloc[0:0]  # task kinds without ECE
     if ok.empty:
         return None
     colours = method_colours(ok["method"])

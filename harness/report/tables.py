@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from harness.metrics import Column, all_metrics, column
+from harness.metrics import PART_ACCURACY, PART_CI, Column, all_metrics, column
 from harness.redaction import redact
 from harness.robustness import FLAGS, REASON, attacked_columns, parse_key, summary_notes
 from harness.report.provenance import provenance_markdown
@@ -26,7 +26,9 @@ UNCERTAINTY = ("entropy", "mutual_information", "ece_uncalibrated", "nll_uncalib
 SHOWN_COUNTS = ("train_samples_per_s", "infer_samples_per_s", "params_total", "params_trainable",
                 "trainable_fraction")
 SHOWN_UNCERTAINTY = ("entropy", "mutual_information", "ece_uncalibrated", "nll_uncalibrated", "temperature")
-NESTED = ("reliability", "reliability_uncalibrated", "shift", "ood")  # reported by harness.report.uncertainty
+# The task kinds' own columns (harness.tasks), aggregated and shown like the metrics where rows have them.
+TASK_KIND_COLUMNS = ("forgetting", "bwt")
+NESTED = ("reliability", "reliability_uncalibrated", "shift", "ood", "accuracy_matrix", "experience_classes")  # reported by harness.report.uncertainty
 CI_HEADING = "95% CI"  # of the headline (first registered) metric
 
 
@@ -87,7 +89,8 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
             continue
         row["status"] = "ok"
         numeric = [c for c in ok.columns if c.startswith("extra_") and pd.api.types.is_numeric_dtype(ok[c])]
-        present = [c for c in (*metric_names(), *attacked_columns(ok.columns), *UNCERTAINTY)
+        parts = [c for c in ok.columns if c.startswith((PART_ACCURACY, PART_CI)) and column(c) is not None]
+        present = [c for c in (*metric_names(), *attacked_columns(ok.columns), *TASK_KIND_COLUMNS, *parts, *UNCERTAINTY)
                    if c in ok.columns and ok[c].notna().any()]
         for m in (*present, *numeric):
             vals = ok[m].astype(float).to_numpy()
@@ -121,6 +124,9 @@ def _display_sources(summary: pd.DataFrame) -> list[tuple[str, Column | None, st
                 out.append((CI_HEADING, m, f"{m.name}_ci_low"))
     attacked = attacked_columns(c[:-len("_mean")] for c in cols if c.endswith("_mean"))
     out += [(column(c).heading, column(c), f"{c}_mean") for c in attacked]
+    out += [(column(c).heading, column(c), f"{c}_mean") for c in TASK_KIND_COLUMNS if f"{c}_mean" in cols]
+    out += [(column(c[:-5]).heading, column(c[:-5]), c) for c in cols
+            if c[:-5].startswith((PART_ACCURACY, PART_CI)) and c.endswith("_mean") and column(c[:-5]) is not None]
     out += [(column(c).heading, column(c), c) for c in SHOWN_COUNTS]
     out.append(("seeds", None, "seeds"))
     out += [(column(c).heading, column(c), f"{c}_mean") for c in SHOWN_UNCERTAINTY if f"{c}_mean" in cols]
@@ -154,7 +160,11 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[heading] = col.format(r.get(key))
         rows.append(row)
-    return pd.DataFrame(rows).astype(object).fillna("")  # object first: no pandas fill-value warning
+    frame = pd.DataFrame(rows)
+    # Columns in the declared order, also those the first rows lack (another task kind's, a plugin's extras).
+    declared = ["data set", "method", *(heading for heading, _, _ in sources)]
+    frame = frame[[c for c in declared if c in frame.columns] + [c for c in frame.columns if c not in declared]]
+    return frame.astype(object).fillna("")  # object first: no pandas fill-value warning
 
 
 def display_sort_keys(summary: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:

@@ -78,3 +78,23 @@ def _cnn3(task: Task, **kwargs) -> Classifier:
     """The built-in CNN with three stages at any image size: at width 16 a 64-feature encoder for
     28×28 images that costs less than two stages at width 32 (for pre-training on a CPU budget)."""
     return cnn(task, **{**kwargs, "stages": 3})
+
+
+@register_model("conv4")
+def conv4(task: Task, width: int = 32, batchnorm: bool = True, dropout: float = 0.0) -> Classifier:
+    """The few-shot literature's Conv-4 (Vinyals et al. 2016; Snell et al. 2017): four blocks of a
+    3×3 convolution of ``width`` channels, BatchNorm, ReLU and 2×2 max pooling (pooling stops at
+    1×1 on small images), then global average pooling: ``width`` features, cheap on a CPU."""
+    if task.kind != "image":
+        raise ValueError("the conv4 model needs an image task; use mlp for tabular data")
+    size = min(task.input_shape[1:])
+    layers: list[nn.Module] = []
+    c = task.input_shape[0]
+    for _ in range(4):
+        layers += _conv_block(c, width, batchnorm)
+        if size >= 2:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        c = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+    return Classifier(nn.Sequential(*layers), width, task.num_classes)

@@ -71,7 +71,7 @@ def network_from_config(config: dict, task: Task, default: str = "mlp") -> Class
     kwargs = {"batchnorm": bool(config.get("batchnorm", True)), "dropout": float(config.get("dropout", 0.0))}
     if name == "mlp":
         kwargs["hidden"] = int(config.get("hidden", 256))
-    elif name in ("cnn", "cnn3"):
+    elif name in ("cnn", "cnn3", "conv4"):
         kwargs["width"] = int(config.get("width", 32))
         if name == "cnn" and config.get("stages"):
             kwargs["stages"] = int(config["stages"])

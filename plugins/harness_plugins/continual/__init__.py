@@ -1,0 +1,1 @@
+"""Continual learning over a stream of experiences: naive, EWC, LwF, experience replay, joint."""

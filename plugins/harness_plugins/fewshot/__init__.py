@@ -1,0 +1,1 @@
+"""Episodic few-shot learning: prototypical networks, first-order MAML, baseline++ and a random encoder."""

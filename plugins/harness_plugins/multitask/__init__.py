@@ -1,0 +1,1 @@
+"""Multi-task learning: a shared trunk with equal weights, uncertainty weighting, PCGrad; single-task networks."""

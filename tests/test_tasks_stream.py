@@ -1,0 +1,104 @@
+"""Continual streams (harness.tasks.stream, harness.phases.kinds): the stream metrics on hand-computed
+matrices, what a method may see, and that replay remembers where fine-tuning forgets."""
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.phases import PhaseSettings
+from harness.phases.kinds import run_stream, seed_result
+from harness.plugins import load_plugins
+from harness.tasks import build, parse, task_kind
+from harness.tasks.stream import average_accuracy, backward_transfer, forgetting, stream_metrics
+
+
+def test_stream_metrics_follow_their_definitions():
+    r = [[0.9, 0.1, 0.0],
+         [0.5, 0.8, 0.1],
+         [0.3, 0.6, 0.7]]
+    assert average_accuracy(r) == pytest.approx((0.3 + 0.6 + 0.7) / 3)
+    assert backward_transfer(r) == pytest.approx(((0.3 - 0.9) + (0.6 - 0.8)) / 2)
+    assert forgetting(r) == pytest.approx(((0.9 - 0.3) + (0.8 - 0.6)) / 2)
+
+
+def test_forgetting_uses_the_best_earlier_accuracy_and_bwt_can_be_positive():
+    r = [[0.5, 0.0, 0.0],
+         [0.9, 0.6, 0.0],
+         [0.7, 0.8, 0.9]]
+    # experience 0 peaked at 0.9 after experience 1, not right after it was learnt
+    assert forgetting(r) == pytest.approx(((0.9 - 0.7) + (0.6 - 0.8)) / 2)
+    assert backward_transfer(r) == pytest.approx(((0.7 - 0.5) + (0.8 - 0.6)) / 2)
+    assert stream_metrics(r)["accuracy"] == pytest.approx(0.8)
+
+
+def test_a_stream_deals_classes_into_experiences(digits):
+    stream = build(digits, {"stream": {"experiences": 5, "scenario": "class"}})
+    assert task_kind(stream) == "stream" and len(stream.experiences) == 5
+    for exp, group in zip(stream.experiences, stream.classes):
+        assert set(exp.train.y.tolist()) == set(group) == set(exp.test.y.tolist())
+        assert exp.num_classes == 10
+    domain = build(digits, {"stream": {"experiences": 5, "scenario": "domain"}})
+    assert {tuple(sorted(set(e.train.y.tolist()))) for e in domain.experiences} == {(0, 1)}
+    assert domain.num_classes == 2
+    assert sum(len(e.train) for e in stream.experiences) == len(digits.train)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"experiences": 1}, "at least 2"), ({"scenario": "open"}, "unknown scenario"),
+    ({"experience": 5}, "unknown key"), ([5], "expected a mapping"),
+])
+def test_bad_stream_options_are_one_line_errors(value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse({"stream": value})
+
+
+def test_a_method_sees_one_experience_at_a_time_and_never_a_test_split(digits):
+    from fixture_plugins import stream_means
+
+    registry = load_plugins(modules=["fixture_plugins.stream_means"])
+    method = registry.method("stream_means")
+    stream = build(digits, {"stream": {"experiences": 5, "scenario": "class"}})
+    stream_means.SEEN.clear()
+    ctx = PhaseSettings(epochs=1, device=digits.device, amp=False).context(0, "final")
+    result = seed_result(method, stream, {"temperature": 1.0}, ctx)
+    assert [s["labels"] for s in stream_means.SEEN] == [sorted(c) for c in stream.classes]
+    assert all(s["withheld"] for s in stream_means.SEEN)
+    assert [s["previous"] for s in stream_means.SEEN] == [False, True, True, True, True]
+    matrix = result["accuracy_matrix"]
+    assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
+    # class means are never overwritten: an experience's accuracy cannot fall far once learnt
+    assert result["forgetting"] < 0.2 and result["accuracy"] > 0.5
+
+
+def test_a_method_of_another_kind_is_refused_in_one_line(tmp_path):
+    from harness.runner import run_suite
+    from harness.suite import from_mapping
+
+    suite = from_mapping({"datasets": [{"name": "digits", "stream": {"experiences": 5}}],
+                          "methods": ["logreg"], "seeds": 1, "trials": 1})
+    with pytest.raises(ConfigError, match="logreg does not support stream tasks"):
+        run_suite(suite, load_plugins(), tmp_path / "out", progress=False)
+
+
+def test_replay_remembers_where_fine_tuning_forgets(registry, digits):
+    stream = build(digits, {"stream": {"experiences": 5, "scenario": "class"}})
+    settings = PhaseSettings(epochs=4, device=digits.device, amp=False)
+    config = {"model": "mlp", "hidden": 128, "lr": 3e-3, "batch_size": 32, "optimizer": "adam",
+              "batchnorm": False, "schedule": "constant", "memory_per_class": 20}
+    acc = {}
+    for name in ("naive", "replay"):
+        run = run_stream(registry.method(name), stream, config, settings.context(0, "final"), "test")
+        acc[name] = run.metrics["accuracy"]
+    assert acc["replay"] >= acc["naive"] + 0.3, acc
+
+
+def test_the_report_draws_the_seed_averaged_accuracy_matrix(tmp_path):
+    from harness.report.continual import mean_matrices, write_stream_figures
+
+    rows = [{"dataset": "s", "method": "naive", "status": "ok", "accuracy_matrix": [[1.0, 0.0], [0.2, 0.8]]},
+            {"dataset": "s", "method": "naive", "status": "ok", "accuracy_matrix": [[0.8, 0.0], [0.4, 1.0]]},
+            {"dataset": "s", "method": "naive", "status": "FAIL"}]
+    assert mean_matrices(rows)["s"]["naive"].ravel().tolist() == pytest.approx([0.9, 0.0, 0.3, 0.9])
+    paths = write_stream_figures(tmp_path, rows)
+    assert paths["accuracy_matrix_png:s"].read_bytes().startswith(b"\x89PNG")
+    assert write_stream_figures(tmp_path, [{"dataset": "d", "method": "erm", "status": "ok"}]) == {}
