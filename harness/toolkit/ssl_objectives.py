@@ -19,8 +19,9 @@ def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch
 
 class MoCoQueue:
     """A first-in first-out queue of ``size`` L2-normalised keys of dimension ``dim``: the negatives
-    of MoCo (He et al., CVPR 2020). It starts with random unit vectors and is refilled in place,
-    the oldest keys overwritten first."""
+    of MoCo (He et al., CVPR 2020). It starts with random unit vectors; each push overwrites the
+    oldest keys. A push builds a new tensor rather than writing in place, so a loss that read the
+    queue before the push can still back-propagate."""
 
     def __init__(self, dim: int, size: int, device: torch.device | str = "cpu"):
         self.keys = F.normalize(torch.randn(int(size), int(dim), device=device), dim=1)
@@ -37,7 +38,7 @@ class MoCoQueue:
             k = k[-len(self):]
         n = k.shape[0]
         idx = (self.ptr + torch.arange(n, device=self.keys.device)) % len(self)
-        self.keys[idx] = k
+        self.keys = self.keys.index_copy(0, idx, k)
         self.ptr = (self.ptr + n) % len(self)
 
 
