@@ -45,9 +45,9 @@ OBJECTIVES = {"simclr": "contrastive", "byol": "byol", "simsiam": "simsiam", "mo
 MAE_METHODS = ("mae", "mae_finetune")
 MAE_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "mask_ratio",
             "decoder_dim", "decoder_depth", "norm_pix_loss")
-# A small ViT for 28×28 inputs: timm's ViT-Tiny at half its width (96, 3 heads), patch 7, depth 4; MAE's
+# A small ViT for 28×28 inputs: timm's ViT-Tiny at a third of its width (64, 2 heads), patch 7, depth 4; MAE's
 # pre-training recipe (AdamW, weight decay 0.05) and a fine-tuning stage like ERM's.
-_VIT = {"model": "timm:vit_tiny_patch16_224", "patch_size": 7, "depth": 4, "embed_dim": 96, "num_heads": 3,
+_VIT = {"model": "timm:vit_tiny_patch16_224", "patch_size": 7, "depth": 4, "embed_dim": 64, "num_heads": 2,
         "pretrained": False}
 _MAE_STAGE = {"pretrain_epochs": 30, "pretrain_lr": 1e-3, "pretrain_batch_size": 128, "pretrain_weight_decay": 0.05,
               "mask_ratio": 0.75, "decoder_dim": 64, "decoder_depth": 1, "norm_pix_loss": True}
@@ -117,8 +117,8 @@ def _mae_space(method: str, trial) -> dict[str, Any]:
                            "pretrained": trial.suggest_categorical("pretrained", [False]),
                            "patch_size": trial.suggest_categorical("patch_size", [4, 7]),
                            "depth": trial.suggest_int("depth", 2, 6, step=2),
-                           "embed_dim": trial.suggest_categorical("embed_dim", [96, 192]),
-                           "num_heads": trial.suggest_categorical("num_heads", [3]),
+                           "embed_dim": trial.suggest_categorical("embed_dim", [64, 96, 192]),
+                           "num_heads": trial.suggest_categorical("num_heads", [2, 4]),
                            "pretrain_epochs": trial.suggest_int("pretrain_epochs", 10, 60, step=10),
                            "pretrain_lr": trial.suggest_float("pretrain_lr", 2e-4, 3e-3, log=True),
                            "pretrain_batch_size": trial.suggest_categorical("pretrain_batch_size", [64, 128, 256]),
