@@ -39,13 +39,14 @@ CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 
 # -- networks by configuration ---------------------------------------------------------------
 
-ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained", "depth", "embed_dim", "num_heads")
-_OPTIONAL_KEYS = ("depth", "embed_dim", "num_heads")
+ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained", "depth", "embed_dim", "num_heads",
+                "global_pool")
+_OPTIONAL_KEYS = ("depth", "embed_dim", "num_heads", "global_pool")
 
 
 def encoder_spec(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a configuration that decides the network, for cache keys (``depth`` and a ViT's
-    ``embed_dim`` and ``num_heads`` only where set, so keys of networks without them stay what they were)."""
+    ``embed_dim``, ``num_heads`` and ``global_pool`` only where set, so keys of networks without them stay what they were)."""
     return {k: config.get(k) for k in ENCODER_KEYS if k not in _OPTIONAL_KEYS or config.get(k) is not None}
 
 

@@ -46,8 +46,16 @@ def _masked_autoencoder(task: Task, config: dict[str, Any], ctx) -> torch.nn.Mod
 def fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
     model = network_from_config(config, task, default="cnn")
     if method in MAE_METHODS:
-        model.encoder = _masked_autoencoder(task, config, ctx)
-        return fit_probe(model, task, config, ctx) if method == "mae" else fit_supervised(task, config, ctx, model=model)
+        if int(config.get("pretrain_epochs", 1)) > 0:  # 0: the same ViT and recipe without pre-training
+            model.encoder = _masked_autoencoder(task, config, ctx)
+        model = fit_probe(model, task, config, ctx)
+        if method == "mae":
+            return model
+        # Fine-tuning starts from the probe's head (LP-FT, Kumar et al., ICLR 2022): a random head's
+        # first gradients would otherwise wreck the pre-trained features before it learns anything.
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return fit_supervised(task, config, ctx, model=model)
     if method in OBJECTIVES:
         objective = OBJECTIVES[method]
         x = pretraining_images(task)
