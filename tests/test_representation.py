@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 import torch
 
@@ -164,3 +165,11 @@ def test_mae_rows_learn_and_share_one_pretraining(registry, digits, tmp_path):
     assert ctx.samples_seen < probe_ctx.samples_seen
     total, trainable = ctx.parameter_counts()
     assert trainable == total == sum(p.numel() for p in fitted.parameters())  # the whole ViT fine-tunes
+
+
+@pytest.mark.parametrize("method", ["simsiam", "moco", "mae", "mae_finetune"])
+def test_new_defaults_lie_in_their_search_space(registry, method):
+    m = registry.method(method)
+    task = load_task(registry, "mnist5k", labels_per_class=10)
+    cfg = m.search_space(optuna.trial.FixedTrial(m.info.defaults), task)  # raises where a default is outside
+    assert cfg and cfg == {k: m.info.defaults[k] for k in cfg}

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from harness import hookimpl
 from harness.hookspecs import lazy_hooks
 from harness.info import MethodInfo
-from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_optimizer, suggest_probe
+from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe
 
 if TYPE_CHECKING:
     from harness.task import Task
@@ -135,7 +135,10 @@ def _mae_space(method: str, trial) -> dict[str, Any]:
     cfg.update(suggest_probe(trial))
     if method == "mae":
         return cfg
-    cfg.update(suggest_optimizer(trial, ("adamw",)))
+    # MAE's fine-tuning recipe: AdamW with a transformer's weight decay
+    cfg["optimizer"] = trial.suggest_categorical("optimizer", ["adamw"])
+    cfg["lr"] = trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    cfg["weight_decay"] = trial.suggest_float("weight_decay", 1e-3, 0.1, log=True)
     cfg["batch_size"] = trial.suggest_categorical("batch_size", [16, 32, 64])
     cfg["augment"] = trial.suggest_categorical("augment", ["none", "light"])
     cfg["warmup_epochs"] = trial.suggest_int("warmup_epochs", 0, 5)
