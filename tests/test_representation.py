@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 import torch
 
@@ -11,10 +12,15 @@ from harness.context import FitContext, seed_everything
 from harness.data import load_task
 from harness.metrics import accuracy
 from harness.toolkit.models import create_model
+from harness.toolkit.mae import masked_patch_loss, patchify, random_masking
 from harness.toolkit.pretrain import byol_loss, nt_xent, view_augment
+from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, negative_cosine, simsiam_loss
 from harness_plugins.representation.training import pretraining_images
 
 TINY = {"model": "cnn3", "width": 16, "pretrain_epochs": 3, "pretrain_batch_size": 128, "probe_epochs": 30}
+# A two-block ViT on 8×8 digits: patch 2 gives 16 patches, as patch 7 does on 28×28
+TINY_VIT = {"patch_size": 2, "depth": 2, "pretrain_epochs": 3, "pretrain_batch_size": 128, "probe_epochs": 30,
+            "batch_size": 64, "augment": "none", "warmup_epochs": 1}
 
 
 def _fit(registry, method, task, config, cache, phase="final"):
@@ -54,7 +60,7 @@ def test_pretraining_sees_every_training_image(registry):
     assert torch.equal(pretraining_images(budget), full.train.x)
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "moco"])
 def test_self_supervised_probe_learns(registry, digits, tmp_path, method):
     fitted, ctx, acc = _fit(registry, method, digits, TINY, tmp_path)
     assert acc > 0.6, acc  # chance is 0.1
@@ -90,3 +96,80 @@ def test_simclr_on_a_timm_backbone(registry, digits, tmp_path):
     assert acc > 0.3, acc  # one epoch of pre-training on 8×8 images; chance is 0.1
     total, trainable = ctx.parameter_counts()
     assert trainable == fitted.feature_dim * 10 + 10 and total > 1_000_000
+
+
+def test_simsiam_stops_the_gradient_at_the_target_branch():
+    p = torch.randn(8, 16, requires_grad=True)
+    z = torch.randn(8, 16, requires_grad=True)
+    negative_cosine(p, z).backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    assert z.grad is None  # sg(z): no gradient reaches the projection it compares against
+    u = torch.eye(4)
+    assert simsiam_loss(u, u, u, u).item() == pytest.approx(-1.0)
+    assert simsiam_loss(u, u, -u, -u).item() == pytest.approx(1.0)
+
+
+def test_moco_queue_is_first_in_first_out():
+    queue = MoCoQueue(dim=2, size=4)
+    assert queue.keys.shape == (4, 2) and torch.allclose(queue.keys.norm(dim=1), torch.ones(4))
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    queue.push(a)
+    assert torch.equal(queue.keys[:3], torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))  # normalised
+    queue.push(torch.tensor([[0.0, -1.0], [-1.0, 0.0]]))  # fills slot 3, then overwrites the oldest (slot 0)
+    assert torch.equal(queue.keys, torch.tensor([[-1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0]]))
+    assert queue.ptr == 1
+    queue.push(torch.tensor([[1.0, 1.0]] * 6))  # more than fits: only the newest four stay
+    assert torch.allclose(queue.keys, torch.full((4, 2), 2 ** -0.5))
+
+
+def test_info_nce_picks_the_positive_out_of_the_queue():
+    q = torch.tensor([[1.0, 0.0, 0.0]])
+    negatives = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    # cos 1 with the key, 0 with both negatives: -log(e^(1/τ) / (e^(1/τ) + 2))
+    expected = math.log1p(2 * math.exp(-1 / 0.2))
+    assert info_nce(q, q, negatives, 0.2).item() == pytest.approx(expected, rel=1e-5)
+    assert info_nce(q, negatives[:1], negatives, 0.2) > 1.0
+
+
+def test_mae_masking_keeps_exactly_the_right_share_of_patches():
+    for length, ratio, keep in [(16, 0.75, 4), (49, 0.75, 12), (16, 0.5, 8)]:
+        kept, mask = random_masking(32, length, ratio)
+        assert kept.shape == (32, keep) and mask.shape == (32, length)
+        assert (mask.sum(1) == length - keep).all()
+        assert (mask.gather(1, kept) == 0).all()  # the kept patches are exactly the unmasked ones
+        assert (kept.sort(1).values.diff(dim=1) > 0).all()  # no patch kept twice
+    assert not torch.equal(*random_masking(2, 16, 0.75)[1])  # a fresh mask per example
+
+
+def test_mae_loss_counts_the_masked_patches_only():
+    x = torch.arange(2 * 16, dtype=torch.float).view(1, 2, 4, 4)
+    patches = patchify(x, 2)
+    assert patches.shape == (1, 4, 8)
+    assert patches[0, 0].tolist() == [0.0, 16.0, 1.0, 17.0, 4.0, 20.0, 5.0, 21.0]  # (row, col, channel) order
+    target = torch.zeros(1, 4, 3)
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    pred = torch.zeros(1, 4, 3)
+    pred[0, 1] = 100.0  # wrong everywhere on a visible patch: no loss
+    pred[0, 3] = -7.0
+    assert masked_patch_loss(pred, target, mask).item() == 0.0
+    pred[0, 2] = 2.0  # error 4 per pixel on one of the two masked patches
+    assert masked_patch_loss(pred, target, mask).item() == pytest.approx(2.0)
+
+
+def test_mae_rows_learn_and_share_one_pretraining(registry, digits, tmp_path):
+    _, probe_ctx, probe_acc = _fit(registry, "mae", digits, TINY_VIT, tmp_path)
+    assert probe_acc > 0.25, probe_acc  # chance is 0.1; three epochs of pre-training on 8×8 digits
+    fitted, ctx, tuned_acc = _fit(registry, "mae_finetune", digits, TINY_VIT, tmp_path)
+    assert tuned_acc > 0.25, tuned_acc
+    assert len(list((tmp_path / "pretrain").glob("*.pt"))) == 1  # the fine-tuning row read the cache
+    assert ctx.samples_seen < probe_ctx.samples_seen
+    total, trainable = ctx.parameter_counts()
+    assert trainable == total == sum(p.numel() for p in fitted.parameters())  # the whole ViT fine-tunes
+
+
+@pytest.mark.parametrize("method", ["simsiam", "moco", "mae", "mae_finetune"])
+def test_new_defaults_lie_in_their_search_space(registry, method):
+    m = registry.method(method)
+    task = load_task(registry, "mnist5k", labels_per_class=10)
+    cfg = m.search_space(optuna.trial.FixedTrial(m.info.defaults), task)  # raises where a default is outside
+    assert cfg and cfg == {k: m.info.defaults[k] for k in cfg}

@@ -12,12 +12,14 @@ from harness.data import load_task
 from harness.metrics import accuracy
 from harness.toolkit.augment import Augment
 from harness.toolkit.train import EMA, TrainConfig, train
+from harness.toolkit.augment import RandAugment, cutout
 from harness_plugins.semi_supervised.consistency import (
-    PairedBatches, TemporalEnsemble, frozen_batchnorm, kl_to_target, pseudo_label_loss, softmax_mse, two_views,
-    vat_loss,
+    PairedBatches, TemporalEnsemble, frozen_batchnorm, kl_to_target, mixmatch_l2, mixmatch_mixup, pseudo_label_loss,
+    sharpen, softmax_mse, two_views, vat_loss,
 )
 
 SSL_METHODS = ["mean_teacher", "pi_model", "temporal_ensembling", "pseudo_label", "vat"]
+HOLISTIC = ["mixmatch", "fixmatch"]  # their own views, and FixMatch's batch follows from μ
 CPU = torch.device("cpu")
 
 
@@ -171,3 +173,65 @@ def test_label_budget_out_of_range_is_one_line_and_exit_2(tmp_path, budget, frag
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("harness: error:") and fragment in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("method", HOLISTIC)
+def test_mixmatch_and_fixmatch_learn_digits_from_10_labels_per_class(registry, digits10, method):
+    m = registry.method(method)
+    config = {**m.info.defaults, "model": "mlp", "lr": 1e-2}
+    ctx = FitContext(device=CPU, seed=0, epochs=5)
+    seed_everything(0)
+    fitted = m.fit(digits10.without_test(), config, ctx)
+    probs = m.evaluate(fitted, digits10.test.without_labels(), ctx)
+    assert accuracy(probs, digits10.test.y) > 0.8, method  # chance is 0.1
+    n, batch = len(digits10.unlabeled), 64  # FixMatch: μ·labeled_batch = 2·32
+    assert ctx.samples_seen == 5 * (n + math.ceil(n / batch) * config["labeled_batch"])
+
+
+@pytest.mark.parametrize("method", HOLISTIC)
+def test_holistic_defaults_cover_their_search_space(registry, digits10, method):
+    m = registry.method(method)
+    assert m.search_space(optuna.trial.FixedTrial(m.info.defaults), digits10.without_test()) == m.info.defaults
+    own = {"mixmatch": {"augmentations", "sharpen_temperature", "mixup_alpha", "rampup"},
+           "fixmatch": {"mu", "threshold", "strong_ops", "cutout"}}[method]
+    assert own | {"consistency", "labeled_batch", "lr"} <= set(m.info.defaults)
+
+
+def test_sharpening_on_hand_computed_cases():
+    p = torch.tensor([[0.6, 0.4], [0.5, 0.5]])
+    # T = 0.5 squares: (.36, .16) / .52
+    assert torch.allclose(sharpen(p, 0.5), torch.tensor([[0.36 / 0.52, 0.16 / 0.52], [0.5, 0.5]]))
+    assert torch.allclose(sharpen(p, 1.0), p)
+    assert sharpen(p, 0.01)[0].tolist() == pytest.approx([1.0, 0.0], abs=1e-6)  # T → 0: the arg-max
+
+
+def test_mixmatch_mixup_keeps_label_mass_and_leans_to_the_first_input():
+    torch.manual_seed(0)
+    x, p = torch.rand(6, 1, 4, 4), torch.rand(6, 3).softmax(-1)
+    perm = torch.tensor([5, 4, 3, 2, 1, 0])
+    x_mix, p_mix = mixmatch_mixup(x, p, torch.tensor(0.3), perm)
+    assert torch.allclose(p_mix.sum(-1), torch.ones(6))
+    assert torch.allclose(x_mix, 0.7 * x + 0.3 * x[perm])  # λ' = max(λ, 1 − λ)
+    assert torch.allclose(p_mix, 0.7 * p + 0.3 * p[perm])
+    assert mixmatch_l2(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.25)
+
+
+def test_fixmatch_mask_follows_the_threshold():
+    # confidences 0.97, 0.88 and 0.5 under τ = 0.95 and τ = 0.8
+    weak = torch.tensor([[0.97, 0.03], [0.88, 0.12], [0.5, 0.5]]).log()
+    strong = torch.zeros(3, 2)
+    assert pseudo_label_loss(strong, weak, threshold=0.95)[1].tolist() == [1.0, 0.0, 0.0]
+    loss, mask = pseudo_label_loss(strong, weak, threshold=0.8)
+    assert mask.tolist() == [1.0, 1.0, 0.0]
+    assert loss.item() == pytest.approx(2 * math.log(2) / 3, abs=1e-6)  # masked rows dilute the mean
+    assert pseudo_label_loss(strong, weak, threshold=0.99)[0].item() == 0.0
+
+
+def test_strong_view_varies_per_example_and_cutout_blanks_a_square():
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    v = RandAugment(ops=2, cutout=0.5)(x)
+    assert v.shape == x.shape and v.min() >= 0 and v.max() <= 1
+    assert not torch.allclose(v, RandAugment(ops=2, cutout=0.5)(x))
+    holes = (cutout(torch.zeros(64, 1, 28, 28), 0.5, fill=1.0) == 1).flatten(1).sum(1)
+    assert holes.max() == 14 * 14 and holes.min() > 0  # whole where it fits, clipped at the edges

@@ -30,6 +30,7 @@ from harness.errors import ConfigError
 from harness.task import Split, Task
 from harness.toolkit.augment import Augment
 from harness.toolkit.models import Classifier
+from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, simsiam_loss
 from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe  # noqa: F401  (public here too)
 from harness.toolkit.train import EMA, TrainConfig, predict_logits, train, val_accuracy
 
@@ -38,13 +39,15 @@ CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 
 # -- networks by configuration ---------------------------------------------------------------
 
-ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained", "depth")
+ENCODER_KEYS = ("model", "width", "stages", "patch_size", "pretrained", "depth", "embed_dim", "num_heads",
+                "global_pool")
+_OPTIONAL_KEYS = ("depth", "embed_dim", "num_heads", "global_pool")
 
 
 def encoder_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a configuration that decides the network, for cache keys (``depth`` only where
-    set, so keys of networks without it stay what they were)."""
-    return {k: config.get(k) for k in ENCODER_KEYS if k != "depth" or config.get(k) is not None}
+    """The part of a configuration that decides the network, for cache keys (``depth`` and a ViT's
+    ``embed_dim``, ``num_heads`` and ``global_pool`` only where set, so keys of networks without them stay what they were)."""
+    return {k: config.get(k) for k in ENCODER_KEYS if k not in _OPTIONAL_KEYS or config.get(k) is not None}
 
 
 # -- two views --------------------------------------------------------------------------------
@@ -121,22 +124,31 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class SelfSupervised(nn.Module):
     """An encoder with the heads a self-supervised objective trains on top of it.
 
-    ``objective``: ``"contrastive"`` (SimCLR: projector + NT-Xent) or ``"byol"`` (projector and
-    predictor; the target network is an EMA of this module, passed to :func:`train`).
+    ``objective``: ``"contrastive"`` (SimCLR: projector + NT-Xent), ``"byol"`` (projector and
+    predictor; the target network is an EMA of this module, passed to :func:`train`), ``"simsiam"``
+    (projector ending in BatchNorm and a bottleneck predictor, no target network) or ``"moco"``
+    (projector; the key encoder is an EMA of this module).
     """
 
     def __init__(self, encoder: nn.Module, feature_dim: int, objective: str, proj_dim: int = 64,
                  hidden: int = 256):
         super().__init__()
-        if objective not in ("contrastive", "byol"):
+        if objective not in SSL_OBJECTIVES:
             raise ConfigError(f"unknown self-supervised objective {objective!r}")
         self.objective = objective
+        self.proj_dim = proj_dim
         self.encoder = encoder
         self.projector = mlp_head(feature_dim, hidden, proj_dim)
         self.predictor = mlp_head(proj_dim, hidden, proj_dim) if objective == "byol" else None
+        if objective == "simsiam":  # Chen & He, 2021, sec. 4: BN on the projection, bottleneck predictor
+            self.projector.append(nn.BatchNorm1d(proj_dim, affine=False))
+            self.predictor = mlp_head(proj_dim, max(8, proj_dim // 4), proj_dim)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
+
+
+SSL_OBJECTIVES = ("contrastive", "byol", "simsiam", "moco")
 
 
 # -- contexts and the cache -------------------------------------------------------------------
@@ -227,18 +239,33 @@ def pretrain_self_supervised(ssl: SelfSupervised, x: torch.Tensor, config: dict[
     """Train ``ssl`` on unlabelled images ``x`` with two augmented views per image.
 
     Contrastive: NT-Xent between the projections of the two views. BYOL: the online predictor of
-    each view regresses the EMA target's projection of the other view, symmetrised.
+    each view regresses the EMA target's projection of the other view, symmetrised. SimSiam: the
+    same without a target network, the other view's projection behind a stop-gradient. MoCo: each
+    view's projection must pick the momentum encoder's key of the other view out of a queue of
+    earlier keys (InfoNCE), symmetrised; both keys then enter the queue.
     """
     c = {**PRETRAIN_DEFAULTS, **config}
     aug = view_augment(c["views"], hflip)
     temperature = float(c["temperature"])
-    target = EMA(ssl, decay=float(c["ema_decay"]), warmup=False) if ssl.objective == "byol" else None
+    target = EMA(ssl, decay=float(c["ema_decay"]), warmup=False) if ssl.objective in ("byol", "moco") else None
+    queue = MoCoQueue(ssl.proj_dim, int(c.get("queue_size", 1024)), ctx.device) \
+        if ssl.objective == "moco" else None
 
     def step(idx: torch.Tensor, progress: float) -> torch.Tensor:
         xb = x[idx]
         v1, v2 = aug(xb), aug(xb)
-        if target is None:
+        if ssl.objective == "contrastive":
             return nt_xent(ssl.project(v1), ssl.project(v2), temperature)
+        if ssl.objective == "simsiam":
+            z1, z2 = ssl.project(v1), ssl.project(v2)
+            return simsiam_loss(ssl.predictor(z1), ssl.predictor(z2), z1, z2)
+        if ssl.objective == "moco":
+            q1, q2 = ssl.project(v1), ssl.project(v2)
+            with torch.no_grad():
+                k1, k2 = target.model.project(v1), target.model.project(v2)
+            loss = info_nce(q1, k2, queue.keys, temperature) + info_nce(q2, k1, queue.keys, temperature)
+            queue.push(torch.cat([k1, k2]))
+            return loss
         z1, z2 = ssl.project(v1), ssl.project(v2)
         with torch.no_grad():
             t1, t2 = target.model.project(v1), target.model.project(v2)

@@ -25,10 +25,11 @@ def mixup_loss(logits_fn, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor)
 
 
 def fit_supervised(task: Task, config: dict[str, Any], ctx: FitContext, smoothing: float = 0.0,
-                   mixup_alpha: float | None = None) -> nn.Module:
-    """Train ``network_from_config(config)`` on ``task.train`` with the shared loop; validation
-    accuracy drives early stopping, best-weight restoring and pruning."""
-    model = network_from_config(config, task).to(ctx.device)
+                   mixup_alpha: float | None = None, model: nn.Module | None = None) -> nn.Module:
+    """Train ``network_from_config(config)`` (or ``model``, e.g. a pre-trained one to fine-tune) on
+    ``task.train`` with the shared loop; validation accuracy drives early stopping, best-weight
+    restoring and pruning."""
+    model = (model if model is not None else network_from_config(config, task)).to(ctx.device)
     x, y = task.train.x, task.train.y
     aug = augment_from_config(config.get("augment", "none"), task.meta.get("hflip", False)) if task.kind == "image" else None
     alpha = torch.tensor(float(mixup_alpha or 0.2), device=ctx.device)

@@ -62,11 +62,14 @@ def network_from_config(config: dict, task: Task, default: str = "mlp") -> Class
     """The network a method's configuration names, read the same way by every method: ``model``
     (``mlp``, ``cnn``, ``cnn3``, ``lenet`` or ``timm:<arch>``), ``batchnorm``, ``dropout``, the MLP's
     and LeNet's ``hidden``, the CNNs' ``width``, ``cnn``'s ``stages``, a ViT's ``patch_size``,
-    ``depth`` (blocks), ``embed_dim`` (width) and ``num_heads``, and ``pretrained`` (timm weights
-    from the local hub cache; nothing is downloaded unless the environment allows)."""
+    ``depth`` (blocks), ``embed_dim`` (width), ``num_heads`` and ``global_pool`` (``token``, ``avg``),
+    and ``pretrained`` (timm weights from the local hub cache; nothing is downloaded unless the
+    environment allows)."""
     name = config.get("model", default)
     if name.startswith("timm:"):
         extra = {k: int(config[k]) for k in ("patch_size", "depth", "embed_dim", "num_heads") if config.get(k)}
+        if config.get("global_pool"):
+            extra["global_pool"] = str(config["global_pool"])
         return create_model(name, task, pretrained=bool(config.get("pretrained", False)), **extra)
     kwargs = {"batchnorm": bool(config.get("batchnorm", True)), "dropout": float(config.get("dropout", 0.0))}
     if name == "mlp":

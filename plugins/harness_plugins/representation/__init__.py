@@ -1,1 +1,1 @@
-"""Self-supervised pre-training (SimCLR, BYOL) evaluated by a linear probe."""
+"""Self-supervised pre-training (SimCLR, BYOL, SimSiam, MoCo, MAE) evaluated by a linear probe or fine-tuning."""

@@ -1,4 +1,4 @@
-"""Self-supervised pre-training evaluated by a linear probe on the frozen encoder.
+"""Self-supervised pre-training evaluated by a linear probe on the frozen encoder (or, for MAE, fine-tuning).
 
 * ``simclr``: contrastive pre-training on the training images without their labels (two augmented
   views, projection head, NT-Xent loss; Chen et al., ICML 2020), then a linear probe trained on the
@@ -6,6 +6,15 @@
   ``task.unlabeled``.
 * ``byol``: the non-contrastive sibling: an online network with a predictor regresses an EMA
   target's projection of the other view, no negatives (Grill et al., NeurIPS 2020); same probe.
+* ``simsiam``: two views, a predictor on one side and a stop-gradient on the other, negative cosine;
+  no negatives and no target network (Chen & He, CVPR 2021); same probe.
+* ``moco``: a momentum (EMA) key encoder and a queue of earlier keys as negatives, InfoNCE with a
+  temperature and MoCo v2's MLP projection head (He et al., CVPR 2020; Chen et al., 2020); same probe.
+* ``mae`` and ``mae_finetune``: a small ViT (timm, patch 7 on 28×28 by default) pre-trained to
+  reconstruct randomly masked patches through a light decoder, the loss on the masked patches only
+  (He et al., CVPR 2022); then the same linear probe, or that probe followed by fine-tuning of the
+  whole network on the labels (LP-FT). Both rows read one cached pre-training; ``pretrain_epochs: 0`` gives the same ViT and
+  recipe without pre-training, the from-scratch reference.
 * ``linear_probe``: the same probe on a randomly initialised frozen encoder, the row that shows what
   pre-training bought.
 
@@ -33,7 +42,19 @@ if TYPE_CHECKING:
 
 _ENCODER_DEFAULTS = {"model": "cnn3", "width": 16, "pretrained": False}
 _SSL_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "proj_dim", "views")
-OBJECTIVES = {"simclr": "contrastive", "byol": "byol"}
+OBJECTIVES = {"simclr": "contrastive", "byol": "byol", "simsiam": "simsiam", "moco": "moco"}
+MAE_METHODS = ("mae", "mae_finetune")
+MAE_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "mask_ratio",
+            "decoder_dim", "decoder_depth", "norm_pix_loss")
+# A small ViT for 28×28 inputs: timm's ViT-Tiny at a third of its width (64, 2 heads), patch 7, depth 4; MAE's
+# pre-training recipe (AdamW, weight decay 0.05) and fine-tuning (warm-up, average-pooled patch
+# features: the class token carries little after masked pre-training, He et al., 2022, sec. A.1).
+_VIT = {"model": "timm:vit_tiny_patch16_224", "patch_size": 7, "depth": 4, "embed_dim": 64, "num_heads": 2,
+        "global_pool": "avg", "pretrained": False}
+_MAE_STAGE = {"pretrain_epochs": 30, "pretrain_lr": 1e-3, "pretrain_batch_size": 128, "pretrain_weight_decay": 0.05,
+              "mask_ratio": 0.75, "decoder_dim": 64, "decoder_depth": 1, "norm_pix_loss": True}
+_FINETUNE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "batch_size": 16, "augment": "light",
+             "warmup_epochs": 3}
 
 
 @hookimpl
@@ -47,6 +68,21 @@ def harness_methods() -> list[MethodInfo]:
         MethodInfo("byol", ("image",), "BYOL non-contrastive pre-training (online predictor vs EMA target), "
                    "then a linear probe on the frozen encoder", "Grill et al., Bootstrap Your Own Latent, "
                    "NeurIPS 2020", defaults={**ssl, "ema_decay": PRETRAIN_DEFAULTS["ema_decay"]}),
+        MethodInfo("simsiam", ("image",), "SimSiam pre-training (predictor, stop-gradient, negative cosine), "
+                   "then a linear probe on the frozen encoder", "Chen & He, Exploring Simple Siamese "
+                   "Representation Learning, CVPR 2021", defaults=ssl),
+        MethodInfo("moco", ("image",), "MoCo v2 pre-training (momentum key encoder, queue of negatives, InfoNCE), "
+                   "then a linear probe on the frozen encoder", "He et al., Momentum Contrast for Unsupervised "
+                   "Visual Representation Learning, CVPR 2020; Chen et al., Improved Baselines with Momentum "
+                   "Contrastive Learning, 2020",
+                   defaults={**ssl, "temperature": PRETRAIN_DEFAULTS["temperature"], "ema_decay": 0.99,
+                             "queue_size": 1024}),
+        MethodInfo("mae", ("image",), "masked-autoencoder pre-training of a ViT, then a linear probe on the "
+                   "frozen encoder", "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
+                   defaults={**_VIT, **PROBE_DEFAULTS, **_MAE_STAGE}),
+        MethodInfo("mae_finetune", ("image",), "masked-autoencoder pre-training of a ViT, then a linear probe and "
+                   "fine-tuning of the whole network on the labels", "He et al., Masked Autoencoders Are Scalable Vision Learners, "
+                   "CVPR 2022", defaults={**_VIT, **PROBE_DEFAULTS, **_FINETUNE, **_MAE_STAGE}),
         MethodInfo("linear_probe", ("image",), "linear probe on a randomly initialised frozen encoder "
                    "(the no-pre-training baseline)", "Alain & Bengio, Understanding intermediate layers "
                    "using linear classifier probes, 2016", defaults=probe),
@@ -55,6 +91,8 @@ def harness_methods() -> list[MethodInfo]:
 
 @hookimpl
 def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
+    if method in MAE_METHODS:
+        return _mae_space(method, trial)
     cfg: dict[str, Any] = {"model": trial.suggest_categorical("model", ["cnn3", "cnn"]),
                            "pretrained": trial.suggest_categorical("pretrained", [False])}
     if cfg["model"] in ("cnn", "cnn3"):
@@ -68,10 +106,42 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     cfg["pretrain_weight_decay"] = trial.suggest_float("pretrain_weight_decay", 1e-6, 1e-3, log=True)
     cfg["proj_dim"] = trial.suggest_categorical("proj_dim", [32, 64, 128])
     cfg["views"] = trial.suggest_categorical("views", list(VIEW_STRENGTHS))
-    if method == "simclr":
+    if method in ("simclr", "moco"):
         cfg["temperature"] = trial.suggest_float("temperature", 0.05, 1.0, log=True)
-    else:
+    if method in ("byol", "moco"):
         cfg["ema_decay"] = trial.suggest_float("ema_decay", 0.9, 0.999, log=True)
+    if method == "moco":
+        cfg["queue_size"] = trial.suggest_categorical("queue_size", [256, 1024, 2048])
+    return cfg
+
+
+def _mae_space(method: str, trial) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"model": trial.suggest_categorical("model", [_VIT["model"]]),
+                           "pretrained": trial.suggest_categorical("pretrained", [False]),
+                           "patch_size": trial.suggest_categorical("patch_size", [4, 7]),
+                           "depth": trial.suggest_int("depth", 2, 6, step=2),
+                           "embed_dim": trial.suggest_categorical("embed_dim", [64, 96, 192]),
+                           "num_heads": trial.suggest_categorical("num_heads", [2, 4]),
+                           "global_pool": trial.suggest_categorical("global_pool", ["avg", "token"]),
+                           # 0 epochs: no pre-training, the reference the pre-training must beat
+                           "pretrain_epochs": trial.suggest_int("pretrain_epochs", 0, 60, step=10),
+                           "pretrain_lr": trial.suggest_float("pretrain_lr", 2e-4, 3e-3, log=True),
+                           "pretrain_batch_size": trial.suggest_categorical("pretrain_batch_size", [64, 128, 256]),
+                           "pretrain_weight_decay": trial.suggest_float("pretrain_weight_decay", 1e-3, 0.1, log=True),
+                           "mask_ratio": trial.suggest_float("mask_ratio", 0.5, 0.9),
+                           "decoder_dim": trial.suggest_categorical("decoder_dim", [32, 64, 128]),
+                           "decoder_depth": trial.suggest_int("decoder_depth", 1, 2),
+                           "norm_pix_loss": trial.suggest_categorical("norm_pix_loss", [True, False])}
+    cfg.update(suggest_probe(trial))
+    if method == "mae":
+        return cfg
+    # MAE's fine-tuning recipe: AdamW with a transformer's weight decay
+    cfg["optimizer"] = trial.suggest_categorical("optimizer", ["adamw"])
+    cfg["lr"] = trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    cfg["weight_decay"] = trial.suggest_float("weight_decay", 1e-3, 0.1, log=True)
+    cfg["batch_size"] = trial.suggest_categorical("batch_size", [16, 32, 64])
+    cfg["augment"] = trial.suggest_categorical("augment", ["none", "light"])
+    cfg["warmup_epochs"] = trial.suggest_int("warmup_epochs", 0, 5)
     return cfg
 
 

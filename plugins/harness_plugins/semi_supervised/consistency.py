@@ -164,3 +164,32 @@ class TemporalEnsemble:
     def update(self, idx: torch.Tensor, probs: torch.Tensor) -> None:
         self.z[idx] = self.momentum * self.z[idx] + (1 - self.momentum) * probs.detach().float()
         self.updates[idx] += 1
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p^(1/T) renormalised over classes: lowers the entropy of a guessed label distribution
+    (MixMatch, Berthelot et al., 2019, eq. 7); T → 0 approaches the one-hot arg-max."""
+    p = p.float().clamp_min(1e-12).pow(1.0 / temperature)
+    return p / p.sum(-1, keepdim=True)
+
+
+def mixmatch_mixup(x: torch.Tensor, p: torch.Tensor, lam: torch.Tensor,
+                   perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp of the inputs and their target distributions with the shuffled batch ``perm``, at
+    λ' = max(λ, 1 − λ) so that each mixed example stays closer to its own input (MixMatch, eq. 8–11).
+    Targets that sum to one still do."""
+    lam = torch.maximum(lam, 1 - lam).to(x.dtype)
+    lam_x = lam.view(-1, *([1] * (x.ndim - 1))) if lam.ndim else lam
+    lam_p = lam.view(-1, 1) if lam.ndim else lam
+    return lam_x * x + (1 - lam_x) * x[perm], lam_p * p + (1 - lam_p) * p[perm]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against target distributions, averaged over the batch."""
+    return -(target.float() * logits.float().log_softmax(-1)).sum(-1).mean()
+
+
+def mixmatch_l2(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MixMatch's unlabelled loss: squared distance between the softmax and the mixed guess,
+    averaged over classes and examples (Berthelot et al., 2019, eq. 5)."""
+    return (logits.float().softmax(-1) - target.detach().float()).pow(2).mean()

@@ -15,6 +15,11 @@ unsupervised term over an unlabelled batch (pairing, two views, the losses and t
   other (Lee, 2013; confidence threshold as in Sohn et al., FixMatch, 2020).
 * ``vat``: virtual adversarial training: the prediction must not change under the small
   perturbation that changes it most, found by power iteration (Miyato et al., TPAMI 2018).
+* ``mixmatch``: labels guessed as the sharpened mean prediction over K weak views, MixUp across
+  labelled and unlabelled examples, an L2 loss on the unlabelled part (Berthelot et al., NeurIPS 2019).
+* ``fixmatch``: a confident prediction on a weak (shifted) view is the hard label for a strong
+  (RandAugment + Cutout) view; the unlabelled batch is μ times the labelled one (Sohn et al.,
+  NeurIPS 2020).
 
 One epoch is one pass over the unlabelled pool. With no label budget the pool is the training
 images themselves. The parameter columns count the one network that predicts (the teacher for
@@ -59,12 +64,28 @@ _METHODS = {
         "Miyato et al., Virtual Adversarial Training, IEEE TPAMI 2018",
         {"consistency": 1.0, "vat_eps": 2.0, "vat_xi": 0.1}),
 }
+# MixMatch and FixMatch bring their own (weak) views; FixMatch's unlabelled batch follows from μ and
+# it has no ramp-up. μ = 2 rather than the paper's 7 keeps a CPU step small.
+_OWN = {
+    "mixmatch": (
+        "MixMatch: sharpened label guesses over K views, MixUp of labelled and unlabelled examples, L2 loss",
+        "Berthelot et al., MixMatch: A Holistic Approach to Semi-Supervised Learning, NeurIPS 2019",
+        {k: v for k, v in _COMMON.items() if k != "augment"}
+        | {"consistency": 75.0, "augmentations": 2, "sharpen_temperature": 0.5, "mixup_alpha": 0.75}),
+    "fixmatch": (
+        "FixMatch: confident predictions on weak views are hard labels for strong (RandAugment + Cutout) views",
+        "Sohn et al., FixMatch: Simplifying Semi-Supervised Learning with Consistency and Confidence, NeurIPS 2020",
+        {k: v for k, v in _COMMON.items() if k not in ("augment", "batch_size", "rampup")}
+        | {"mu": 2, "consistency": 1.0, "threshold": 0.95, "strong_ops": 2, "cutout": 0.5}),
+}
 
 
 @hookimpl
 def harness_methods() -> list[MethodInfo]:
     return [MethodInfo(name, ("image",), description, citation, defaults={**_COMMON, **extra})
-            for name, (description, citation, extra) in _METHODS.items()]
+            for name, (description, citation, extra) in _METHODS.items()] + [
+        MethodInfo(name, ("image",), description, citation, defaults=defaults)
+        for name, (description, citation, defaults) in _OWN.items()]
 
 
 @hookimpl
@@ -76,8 +97,23 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
         cfg["hidden"] = trial.suggest_categorical("hidden", [256, 512])
     cfg["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
     cfg.update(suggest_optimizer(trial, ("adamw", "adam", "nesterov")))
+    if method == "fixmatch":
+        cfg["labeled_batch"] = trial.suggest_categorical("labeled_batch", [16, 32, 64])
+        cfg["mu"] = trial.suggest_categorical("mu", [1, 2, 4, 7])
+        cfg["threshold"] = trial.suggest_float("threshold", 0.8, 0.98)
+        cfg["consistency"] = trial.suggest_float("consistency", 0.3, 3.0, log=True)
+        cfg["strong_ops"] = trial.suggest_int("strong_ops", 1, 3)
+        cfg["cutout"] = trial.suggest_float("cutout", 0.25, 0.5)
+        return cfg
     cfg["batch_size"] = trial.suggest_categorical("batch_size", [64, 128, 256])
     cfg["labeled_batch"] = trial.suggest_categorical("labeled_batch", [16, 32, 64])
+    if method == "mixmatch":
+        cfg["rampup"] = trial.suggest_float("rampup", 0.05, 0.5)
+        cfg["consistency"] = trial.suggest_float("consistency", 10.0, 150.0, log=True)
+        cfg["augmentations"] = trial.suggest_int("augmentations", 1, 3)
+        cfg["sharpen_temperature"] = trial.suggest_float("sharpen_temperature", 0.3, 0.7)
+        cfg["mixup_alpha"] = trial.suggest_float("mixup_alpha", 0.3, 1.0)
+        return cfg
     cfg["augment"] = trial.suggest_categorical("augment", ["light", "strong"])
     cfg["rampup"] = trial.suggest_float("rampup", 0.05, 0.5)
     if method in ("mean_teacher", "pi_model", "temporal_ensembling"):

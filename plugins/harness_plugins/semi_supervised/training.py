@@ -9,10 +9,13 @@ from torch import nn
 
 from harness.context import FitContext
 from harness.task import Task
-from harness.toolkit.augment import augment_from_config
+from harness.toolkit.augment import RandAugment, augment_from_config, weak_augment
 from harness.toolkit.models import create_model
 from harness.toolkit.train import EMA, TrainConfig, predict_proba, sigmoid_rampup, train, val_accuracy
-from harness_plugins.semi_supervised.consistency import Batch, PairedBatches, TemporalEnsemble, pseudo_label_loss, softmax_mse, two_views, vat_loss
+from harness_plugins.semi_supervised.consistency import (
+    Batch, PairedBatches, TemporalEnsemble, mixmatch_l2, mixmatch_mixup, pseudo_label_loss, sharpen, soft_cross_entropy,
+    softmax_mse, two_views, vat_loss,
+)
 
 
 # The unsupervised term of one step: (batch, student view of x_u, target view of x_u, student logits
@@ -66,9 +69,67 @@ def _unsupervised_term(method: str, model: nn.Module, config: dict[str, Any], ta
     raise ValueError(f"semi_supervised plugin does not provide {method!r}")
 
 
+Step = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def _mixmatch_step(model: nn.Module, pairs: PairedBatches, config: dict[str, Any], task: Task, ctx: FitContext) -> Step:
+    """MixMatch (Berthelot et al., 2019): guess each unlabelled image's label as the sharpened mean
+    prediction over K weak views, MixUp labelled and unlabelled examples with their (guessed)
+    targets together, then cross-entropy on the labelled part and the ramped L2 loss on the rest."""
+    weak = weak_augment(task.meta.get("hflip", False))
+    k, temperature = int(config["augmentations"]), float(config["sharpen_temperature"])
+    weight, rampup = float(config["consistency"]), float(config["rampup"])
+    alpha = torch.tensor(float(config["mixup_alpha"]), device=ctx.device)
+    beta = torch.distributions.Beta(alpha, alpha)
+    gen = ctx.generator(2)
+
+    def step(u_idx: torch.Tensor, progress: float) -> torch.Tensor:
+        b = pairs(u_idx)
+        n_l, n_u = len(b.y_l), len(u_idx)
+        x_l, views = weak(b.x_l), weak(b.x_u.repeat(k, *([1] * (b.x_u.ndim - 1))))
+        with torch.no_grad():
+            guess = sharpen(model(views).float().softmax(-1).view(k, n_u, -1).mean(0), temperature)
+        x = torch.cat([x_l, views])
+        p = torch.cat([F.one_hot(b.y_l, task.num_classes).float(), guess.repeat(k, 1)])
+        perm = torch.randperm(x.shape[0], device=x.device, generator=gen)
+        x_mix, p_mix = mixmatch_mixup(x, p, beta.sample(), perm)
+        logits = model(x_mix)  # one forward over all mixed examples, as the paper's interleaving intends
+        unsupervised = mixmatch_l2(logits[n_l:], p_mix[n_l:])
+        return soft_cross_entropy(logits[:n_l], p_mix[:n_l]) + weight * sigmoid_rampup(progress, rampup) * unsupervised
+    return step
+
+
+def _fixmatch_step(model: nn.Module, pairs: PairedBatches, config: dict[str, Any], task: Task, ctx: FitContext) -> Step:
+    """FixMatch (Sohn et al., 2020): the prediction on a weak view of an unlabelled image becomes a
+    hard label for its strong view where its confidence reaches τ; no ramp-up, the mask is the
+    curriculum."""
+    weak = weak_augment(task.meta.get("hflip", False))
+    strong = RandAugment(ops=int(config["strong_ops"]), cutout=float(config["cutout"]))
+    threshold, weight = float(config["threshold"]), float(config["consistency"])
+
+    def step(u_idx: torch.Tensor, progress: float) -> torch.Tensor:
+        b = pairs(u_idx)
+        n_l = len(b.y_l)
+        logits = model(torch.cat([weak(b.x_l), weak(b.x_u), strong(b.x_u)]))
+        logits_weak, logits_strong = logits[n_l:].chunk(2)
+        unsupervised, _ = pseudo_label_loss(logits_strong, logits_weak, threshold)
+        return F.cross_entropy(logits[:n_l], b.y_l) + weight * unsupervised
+    return step
+
+
+_OWN_STEPS = {"mixmatch": _mixmatch_step, "fixmatch": _fixmatch_step}
+
+
 def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> nn.Module:
     model = _network(config, task).to(ctx.device)
     pairs = PairedBatches(task, config["labeled_batch"], ctx)
+    if method in _OWN_STEPS:
+        step = _OWN_STEPS[method](model, pairs, config, task, ctx)
+        # FixMatch's unlabelled batch is μ times the labelled one
+        overrides = {"batch_size": int(config["mu"]) * pairs.batch} if method == "fixmatch" else {}
+        train(model, step, len(pairs), TrainConfig.from_config(config, ctx, **overrides), ctx,
+              val_fn=lambda: val_accuracy(model, task.val, ctx))
+        return model
     augment = augment_from_config(config["augment"], task.meta.get("hflip", False))
     term, teacher = _unsupervised_term(method, model, config, task, len(pairs), ctx)
     weight, rampup = float(config["consistency"]), float(config["rampup"])
