@@ -2,8 +2,6 @@
 import pandas as pd
 import pytest
 
-from conftest import run_cli
-
 
 def _one_line_error(proc, *fragments):
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 from optuna.trial import TrialState
 
 from harness.storage import make_storage

@@ -18,7 +18,6 @@ import dataclasses
 import time
 from typing import Any
 
-import torch
 
 from harness.context import FitContext
 from harness.errors import PluginOutputError

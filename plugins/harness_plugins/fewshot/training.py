@@ -1,7 +1,6 @@
 """The few-shot methods' meta-training and per-episode adaptation, over the shared loop."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
