@@ -5,7 +5,9 @@ count into a fresh folder, every process with one thread. Trials per minute coun
 tuning trials over the span from the first trial's start to the last one's end, read from the
 run's own journal, so start-up, the seed re-run and the tables do not dilute it. The network and
 batch size are pinned, so every trial costs about the same whichever configuration the sampler
-draws. The ratio is each count's rate over the first count's. Run it on an otherwise idle machine
+draws. Each count is measured ``--repeats`` times, the counts interleaved so that a passing load
+falls on all of them; the table gives each count's median rate, and the ratio is that median over
+the first count's (every repeat is in ``workers_runs.csv``). Run it on an otherwise idle machine
 with at least as many cores as the largest count: the load average at the start is recorded.
 
     python benchmarks/workers.py                          # --workers 1 2: writes results/workers/
@@ -54,6 +56,10 @@ def trial_rate(out: Path) -> dict[str, float]:
 
 def measure(workers: int, trials: int, epochs: int, folder: Path) -> dict[str, object]:
     out = folder / f"w{workers}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)  # each repeat tunes from scratch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     ran = subprocess.run(command(workers, trials, epochs, out), env=env, capture_output=True, text=True)
@@ -71,22 +77,28 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts; the first is the baseline")
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="measurements per count (interleaved); the median counts")
     p.add_argument("--bar", type=float, default=1.8, help="the speed-up the last count should reach over the first")
     p.add_argument("--out", default="results/workers")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="harness-workers-bench-") as tmp:
-        rows = [measure(n, args.trials, args.epochs, Path(tmp)) for n in args.workers]
-    frame = pd.DataFrame(rows)
+        runs = pd.DataFrame([{"repeat": r, **measure(n, args.trials, args.epochs, Path(tmp))}
+                             for r in range(args.repeats) for n in args.workers])
+    frame = runs.groupby("workers", sort=False).median(numeric_only=True).reset_index().drop(columns="repeat")
+    frame["workers"] = frame.workers.astype(int)
+    frame["trials_per_min_runs"] = [" / ".join(f"{v:.1f}" for v in runs[runs.workers == n].trials_per_min)
+                                    for n in frame.workers]
     frame["ratio"] = frame.trials_per_min / frame.trials_per_min.iloc[0]
-    prov = gather(task="erm on digits", trials=args.trials, epochs=args.epochs, pinned=list(PINNED), sampler="random",
+    prov = gather(task="erm on digits", trials=args.trials, epochs=args.epochs, repeats=args.repeats, pinned=list(PINNED), sampler="random",
                   pruner="none", workers=args.workers, cores=cores, load_average_at_start=load,
                   command_per_count=" ".join(["harness", *command(args.workers[-1], args.trials, args.epochs, Path("OUT"))[3:]]),
                   finished_at=now())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "workers.csv", index=False)
+    runs.to_csv(out / "workers_runs.csv", index=False)
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     ratio = frame.ratio.iloc[-1]
     verdict = "meets" if ratio >= args.bar else "misses"
@@ -94,7 +106,8 @@ def main(argv=None) -> int:
         f"# Tuning trials per minute by worker processes\n\nerm on digits, {args.trials} tuning trials × {args.epochs} "
         f"epochs, network and batch size pinned ({', '.join(PINNED)}), one thread per process, {cores} cores, "
         f"1-minute load average {load:.2f} at the start. Trials per minute: completed trials over the span from the "
-        "first trial's start to the last trial's end (from the run's journal).\n\n"
+        "first trial's start to the last trial's end (from the run's journal); the median of "
+        f"{args.repeats} interleaved repeats per count, each repeat's rate listed.\n\n"
         + to_markdown(frame.round(3).astype(object)) + f"\n\n--workers {args.workers[-1]} ÷ --workers {args.workers[0]}: "
         f"{ratio:.2f}× ({verdict} the {args.bar}× bar)\n\n- command per count: `{prov['command_per_count']}`\n"
         f"- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n")

@@ -137,7 +137,7 @@ def test_ctrl_c_stops_every_process_and_the_same_command_resumes(tmp_path):
 def test_the_scale_out_benchmark_writes_its_table_and_provenance(tmp_path):
     out = tmp_path / "results"
     ran = subprocess.run([sys.executable, str(REPO / "benchmarks" / "workers.py"), "--workers", "1", "--trials", "2",
-                          "--epochs", "1", "--out", str(out)], cwd=tmp_path, env=harness_env(OMP_NUM_THREADS="1"),
+                          "--epochs", "1", "--repeats", "1", "--out", str(out)], cwd=tmp_path, env=harness_env(OMP_NUM_THREADS="1"),
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     frame = pd.read_csv(out / "workers.csv")
