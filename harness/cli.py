@@ -503,7 +503,8 @@ def _cmd_report(args, registry, console) -> int:
 def _print_seed_lines(console, lines: list[str]) -> None:
     """The accuracy differences and the seeds each needs (comparisons.md has every metric)."""
     if lines:
-        console.print("how many seeds? (paired t-test power, α = 0.05, power 0.8; comparisons.md has all)",
+        console.print("how many seeds? (paired t-test power, α = 0.05, power 0.8; with many rows, against each "
+                      "data set's best; comparisons.md has every pair)",
                       highlight=False)
         for line in lines:
             console.print("  " + redact(line), markup=False, highlight=False)

@@ -132,3 +132,15 @@ def test_comparisons_carry_the_figures_in_csv_markdown_and_words():
     assert any("erm vs twin" in line and "identical on every pair" in line for line in lines)
     md = comparisons_markdown(comp, {}, "t")
     assert "seeds needed" in md and "scipy.stats.nct" in md and "assurance" in md
+
+
+def test_the_terminal_keeps_the_comparisons_against_the_best_row_when_there_are_many():
+    from harness.report.pipeline import build
+
+    rng = np.random.default_rng(1)
+    rows = [{"suite": "s", "dataset": "digits", "method": m, "seed": seed, "status": "ok",
+             "accuracy": 0.90 + 0.01 * i + rng.normal(0, 0.003)}
+            for i, m in enumerate(["a", "b", "c", "d", "e"]) for seed in range(4)]
+    lines = build(rows, {}).seed_lines()
+    assert len(lines) == 4 and all(" e: " in line or "e vs " in line for line in lines)  # 10 pairs → 4 with e
+    assert len(build(rows, {}).seed_lines(all_pairs=10)) == 10

@@ -58,14 +58,28 @@ class Report:
         ))
         return paths
 
-    def seed_lines(self, metric: str = "accuracy") -> list[str]:
-        """How many seeds each difference in ``metric`` needs, one sentence per comparison."""
+    def seed_lines(self, metric: str = "accuracy", all_pairs: int = 6) -> list[str]:
+        """How many seeds each difference in ``metric`` needs, one sentence per comparison. A data set
+        with more than ``all_pairs`` comparisons keeps those against its best row (by mean
+        ``metric``): the terminal stays short, and comparisons.md has every pair."""
         from harness.report.comparisons import terminal_lines
         from harness.report.stats import pairwise_comparisons, sense_of
 
         if self.per_seed.empty:
             return []
-        return terminal_lines(pairwise_comparisons(self.per_seed, {metric: sense_of(metric)}), metric)
+        sense = sense_of(metric)
+        comp = pairwise_comparisons(self.per_seed, {metric: sense})
+        if comp is None or comp.empty or metric not in self.per_seed:
+            return terminal_lines(comp, metric)
+        keep = []
+        for dataset, part in comp.groupby("dataset", sort=False):
+            part = part[part["metric"] == metric]
+            if len(part) > all_pairs:
+                means = self.per_seed[self.per_seed["dataset"] == dataset].groupby("method")[metric].mean()
+                best = means.idxmax() if sense == "higher" else means.idxmin()
+                part = part[(part["method_a"] == best) | (part["method_b"] == best)]
+            keep.append(part)
+        return terminal_lines(pd.concat(keep) if keep else comp.iloc[:0], metric)
 
     def terminal_table(self) -> Table:
         """The summary as a rich table; data set and method names never break over two lines."""
