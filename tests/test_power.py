@@ -144,3 +144,5 @@ def test_the_terminal_keeps_the_comparisons_against_the_best_row_when_there_are_
     lines = build(rows, {}).seed_lines()
     assert len(lines) == 4 and all(" e: " in line or "e vs " in line for line in lines)  # 10 pairs → 4 with e
     assert len(build(rows, {}).seed_lines(all_pairs=10)) == 10
+    twice = rows + [{**r, "dataset": "iris"} for r in rows]  # adds the comparison over all data sets
+    assert len(build(twice, {}).seed_lines()) == 3 * 4

@@ -75,9 +75,13 @@ class Report:
         for dataset, part in comp.groupby("dataset", sort=False):
             part = part[part["metric"] == metric]
             if len(part) > all_pairs:
-                means = self.per_seed[self.per_seed["dataset"] == dataset].groupby("method")[metric].mean()
-                best = means.idxmax() if sense == "higher" else means.idxmin()
-                part = part[(part["method_a"] == best) | (part["method_b"] == best)]
+                rows = self.per_seed[self.per_seed["dataset"] == dataset]
+                if rows.empty:  # the comparison over all data sets: the best mean over all of them
+                    rows = self.per_seed
+                means = rows.groupby("method")[metric].mean().dropna()
+                if not means.empty:
+                    best = means.idxmax() if sense == "higher" else means.idxmin()
+                    part = part[(part["method_a"] == best) | (part["method_b"] == best)]
             keep.append(part)
         return terminal_lines(pd.concat(keep) if keep else comp.iloc[:0], metric)
 
