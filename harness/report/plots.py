@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -93,7 +94,7 @@ def save_png(fig: Figure, path: Path | None = None) -> bytes:
     data = buf.getvalue()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two runs on one folder write at once
         tmp.write_bytes(data)
         tmp.replace(path)
     return data

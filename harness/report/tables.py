@@ -184,7 +184,9 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write ``text`` whole or not at all; a temporary name per process, as two runs on one folder
+    (or ``--workers``) may write the same table at once."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
