@@ -72,7 +72,7 @@ def test_multitask_heads_learn_and_a_bare_tensor_is_refused(registry, digits):
     task = build(digits, {"multitask": ["digit", "parity"]})
     settings = PhaseSettings(epochs=2, device=digits.device, amp=False)
     config = {"model": "mlp", "hidden": 128, "lr": 3e-3, "batch_size": 64}
-    for name in ("equal_weights", "pcgrad"):
+    for name in ("equal_weights", "pcgrad", "dwa", "gradnorm"):
         run = run_multitask(registry.method(name), task, config, settings.context(0, "final"), "test")
         assert run.metrics["accuracy_digit"] > 0.6 and run.metrics["accuracy_parity"] > 0.75, (name, run.metrics)
         assert run.metrics["accuracy"] == pytest.approx(
@@ -98,3 +98,15 @@ def test_the_conformance_check_covers_methods_of_other_task_kinds():
     checked = [r for r in reports if "(stream)" in r.task and not any("skipped" in n for n in r.notes)]
     assert checked and all(r.ok for r in checked), [(r.task, r.problems) for r in reports]
     assert any("test accuracy" in n for n in checked[0].notes)
+
+
+def test_dynamic_weight_average_favours_the_head_whose_loss_falls_slowest():
+    from harness_plugins.multitask.training import DynamicWeightAverage
+
+    dwa = DynamicWeightAverage(tasks=2, epochs=3, temperature=2.0)
+    for epoch, losses in enumerate([(1.0, 1.0), (0.5, 0.9)]):  # head 0 halves, head 1 barely moves
+        assert torch.equal(dwa.weights(epoch / 3), torch.ones(2, dtype=torch.float64))
+        dwa.record(torch.tensor(losses))
+    weights = dwa.weights(2 / 3)
+    assert weights.sum().item() == pytest.approx(2.0)
+    assert weights[1] > weights[0]
