@@ -75,6 +75,8 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Con
         return loss
 
     cfg = TrainConfig.from_config({"optimizer": "adam", "schedule": "constant", **config}, ctx, restore_best=False)
+    if config.get("iterations"):  # a training length per experience in optimiser steps, as van de Ven et al.
+        cfg.epochs = epochs_for(int(config["iterations"]), len(x), cfg.batch_size)
     train(model, step, len(x), cfg, ctx)
     if method == "replay":
         _remember(state, task.train.x, task.train.y, output_mask(task, len(task.train)),
@@ -86,6 +88,14 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Con
         seen = output_mask(task, 1)[0] if state.scenario == "task" else _seen(task)
         state.teacher_mask = seen if state.teacher_mask is None else (state.teacher_mask | seen)
     return state
+
+
+def epochs_for(iterations: int, n: int, batch_size: int) -> int:
+    """The whole number of epochs over ``n`` examples that comes nearest ``iterations`` optimiser
+    steps of ``batch_size`` (at least one), counted as :func:`~harness.toolkit.train.train` does."""
+    bs = max(1, min(batch_size, n))
+    per_epoch = n // bs if n % bs < 2 else n // bs + 1
+    return max(1, round(iterations / per_epoch))
 
 
 def _seen(task: Task) -> torch.Tensor:
@@ -131,23 +141,30 @@ def _penalty(method: str, state: ContinualState, config: dict[str, Any]):
 
 
 def _consolidate(state: ContinualState, task: Task, cfg: TrainConfig, ctx: FitContext) -> None:
-    """Online EWC: add this experience's empirical diagonal Fisher (squared per-example gradients of
-    the log-likelihood, on up to ``FISHER_EXAMPLES`` training examples) to the running one and
-    anchor the current weights."""
+    """Online EWC: add this experience's diagonal Fisher information, on up to ``FISHER_EXAMPLES``
+    training examples, to the running one and anchor the current weights.
+
+    The Fisher is the expectation over the network's own predictive distribution (Kirkpatrick et
+    al.), ``Σ_c p(c|x) (∇ log p(c|x))²`` over the outputs the experience trains: the empirical one
+    (the label's gradient alone) vanishes quadratically once the training loss nears zero, as it
+    does after long training on an experience, and EWC then protects nothing."""
     model = state.model
     model.eval()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    x, y = task.train.x, task.train.y
+    x = task.train.x
     mask = output_mask(task, len(x))
     pick = torch.randperm(len(x), device=x.device, generator=ctx.generator(offset=29))[:FISHER_EXAMPLES]
     for i in pick.tolist():
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(masked(model(x[i:i + 1]), mask[i:i + 1]), y[i:i + 1]).backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                fisher[n] += p.grad.detach() ** 2
-    model.zero_grad(set_to_none=True)
+        log_p = F.log_softmax(masked(model(x[i:i + 1]), mask[i:i + 1]), 1)[0]
+        classes = torch.nonzero(mask[i]).squeeze(1).tolist()
+        for k, c in enumerate(classes):
+            grads = torch.autograd.grad(log_p[c], list(params.values()), retain_graph=k < len(classes) - 1,
+                                        allow_unused=True)
+            weight = log_p[c].detach().exp()
+            for (n, _), g in zip(params.items(), grads):
+                if g is not None:
+                    fisher[n] += weight * g.detach() ** 2
     fisher = {n: f / len(pick) for n, f in fisher.items()}
     state.fisher = fisher if state.fisher is None else {n: state.fisher[n] + fisher[n] for n in fisher}
     state.anchor = {n: p.detach().clone() for n, p in params.items()}
