@@ -3,6 +3,7 @@ matrices, what a method may see, and that replay remembers where fine-tuning for
 from __future__ import annotations
 
 import pytest
+import torch
 
 from harness.errors import ConfigError
 from harness.phases import PhaseSettings
@@ -110,3 +111,22 @@ def test_a_training_length_in_iterations_becomes_the_nearest_whole_number_of_epo
     from harness_plugins.continual.training import epochs_for
 
     assert epochs_for(iterations, n, batch_size) == epochs
+
+
+def test_ewc_weighs_parameters_by_the_expected_fisher_of_the_network(digits, monkeypatch):
+    """For a softmax-linear network the expected Fisher of the bias is p_k (1 - p_k), averaged over
+    the examples; it stays positive where the label's own gradient (the empirical Fisher) vanishes."""
+    from torch import nn
+
+    from harness_plugins.continual import training
+
+    monkeypatch.setattr(training, "FISHER_EXAMPLES", 10_000)  # every training example of the experience
+    experience = build(digits, {"stream": {"experiences": 5, "scenario": "class"}}).experiences[0]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    state = training.ContinualState(model, "class")
+    ctx = PhaseSettings(epochs=1, device=digits.device, amp=False).context(0, "final")
+    training._consolidate(state, experience, None, ctx)
+    with torch.no_grad():
+        p = model(experience.train.x).softmax(1)
+    assert torch.allclose(state.fisher["1.bias"], (p * (1 - p)).mean(0), rtol=1e-4, atol=1e-7)
