@@ -105,8 +105,8 @@ def test_the_report_draws_the_seed_averaged_accuracy_matrix(tmp_path):
     assert write_stream_figures(tmp_path, [{"dataset": "d", "method": "erm", "status": "ok"}]) == {}
 
 
-@pytest.mark.parametrize("iterations, n, batch_size, epochs", [(2000, 600, 128, 400), (10, 600, 128, 2), (1, 600, 128, 1),
-                                                               (100, 50, 128, 100)])
+@pytest.mark.parametrize("iterations, n, batch_size, epochs",
+                         [(2000, 600, 128, 400), (10, 600, 128, 2), (1, 600, 128, 1), (100, 50, 128, 100)])
 def test_a_training_length_in_iterations_becomes_the_nearest_whole_number_of_epochs(iterations, n, batch_size, epochs):
     from harness_plugins.continual.training import epochs_for
 
