@@ -79,10 +79,10 @@ class GraphTransformer(nn.Module):
 class GlobalAttention(nn.Module):
     """Multi-head self-attention over every node as one ``scaled_dot_product_attention`` call, whose
     fused CPU kernel never holds the N × N weights. Dropout on the attention weights would force the
-    unfused path (N × N masks, about 20× slower on Cora), so training regularises by dropping keys
-    instead: each step every node is left out as a key and value with probability ``key_dropout``,
-    and softmax renormalises over the rest (DropKey, Li et al., CVPR 2023, with one mask shared by
-    all queries, which also cuts the step's attention cost by that fraction)."""
+    unfused path (N × N masks; 8× slower forward and backward on Cora), so training regularises by
+    dropping keys instead: each step every node is left out as a key and value with probability
+    ``key_dropout``, and softmax renormalises over the rest (DropKey, Li et al., CVPR 2023, with one
+    mask shared by all queries, which also cuts the step's attention cost by that fraction)."""
 
     def __init__(self, hidden: int, heads: int, key_dropout: float):
         super().__init__()
