@@ -87,7 +87,7 @@ class GlobalAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, key_dropout: float):
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+            raise ConfigError(f"gps: hidden={hidden} is not divisible by heads={heads}")
         self.heads, self.key_dropout = heads, key_dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
