@@ -98,3 +98,25 @@ def test_graph_transformers_run_on_a_planetoid_folder(registry, tmp_path, method
     ctx = FitContext(device=torch.device("cpu"), seed=0, epochs=3)
     probs = m.evaluate(m.fit(task.without_test(), m.info.defaults, ctx), task.test.without_labels(), ctx)
     assert probs.shape == (40, 3) and torch.allclose(probs.sum(1), torch.ones_like(probs[:, 0]))
+
+
+def test_global_attention_matches_dense_softmax_attention_and_drops_keys_in_training():
+    from harness_plugins.graph.transformer_nets import GlobalAttention
+
+    torch.manual_seed(0)
+    attention, h = GlobalAttention(hidden=12, heads=3, key_dropout=0.5), torch.randn(50, 12)
+    q, k, v = attention.qkv(h).view(50, 3, 3, 4).permute(1, 2, 0, 3)
+    weights = (q @ k.transpose(-1, -2) / 2.0).softmax(-1)  # scale 1/sqrt(4)
+    expected = attention.out((weights @ v).transpose(0, 1).reshape(50, 12))
+    assert torch.allclose(attention.eval()(h), expected, atol=1e-5)
+    trained = attention.train()(h)
+    assert trained.shape == h.shape and not torch.allclose(trained, expected, atol=1e-3)
+
+
+def test_transformer_without_root_skip_learns_a_block_graph(registry):
+    task = _blocks()
+    m = registry.methods["graph_transformer"]
+    seed_everything(0)
+    ctx = FitContext(device=torch.device("cpu"), seed=0, epochs=60)
+    fitted = m.fit(task.without_test(), {**m.info.defaults, "pe_k": 4, "dropout": 0.5, "skip": False}, ctx)
+    assert accuracy(m.evaluate(fitted, task.test.without_labels(), ctx), task.test.y) > 0.8  # chance is 1/3
