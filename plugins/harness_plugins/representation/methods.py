@@ -7,7 +7,8 @@
 * ``byol``: the non-contrastive sibling: an online network with a predictor regresses an EMA
   target's projection of the other view, no negatives (Grill et al., NeurIPS 2020); same probe.
 * ``simsiam``: two views, a predictor on one side and a stop-gradient on the other, negative cosine;
-  no negatives and no target network (Chen & He, CVPR 2021); same probe.
+  no negatives and no target network (Chen & He, CVPR 2021); the paper's wide projection (2048)
+  and predictor bottleneck (512); same probe.
 * ``moco``: a momentum (EMA) key encoder and a queue of earlier keys as negatives, InfoNCE with a
   temperature and MoCo v2's MLP projection head (He et al., CVPR 2020; Chen et al., 2020); same probe.
 * ``mae`` and ``mae_finetune``: a small ViT (timm, patch 7 on 28×28 by default) pre-trained to
@@ -23,7 +24,8 @@ The encoder is any model of the registry (``cnn3`` at width 16 by default, ``cnn
 ``pretrained: true`` to start a timm model from weights already in the local hub cache). The
 probe's softmax gives the probabilities; the parameter columns count the frozen encoder and the
 probe, of which only the probe trains. Pre-trained encoders are cached under ``ctx.cache_dir`` by
-configuration, data and seed, so tuning the probe does not pre-train again.
+configuration, data and seed, so tuning the probe does not pre-train again. Each siamese row
+records ``proj_spread``, the spread of its normalised projections (≈ 1 healthy, → 0 collapsed).
 
 The hooks in this module describe the methods and sample their spaces without importing torch; pre-training
 and the probe are in :mod:`harness_plugins.representation.training`, imported with the first fit.
