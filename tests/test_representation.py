@@ -14,7 +14,7 @@ from harness.metrics import accuracy
 from harness.toolkit.models import create_model
 from harness.toolkit.mae import masked_patch_loss, patchify, random_masking
 from harness.toolkit.pretrain import byol_loss, nt_xent, view_augment
-from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, negative_cosine, simsiam_loss
+from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, negative_cosine, projection_spread, simsiam_loss
 from harness_plugins.representation.training import pretraining_images
 
 TINY = {"model": "cnn3", "width": 16, "pretrain_epochs": 3, "pretrain_batch_size": 128, "probe_epochs": 30}
@@ -69,6 +69,7 @@ def test_self_supervised_probe_learns(registry, digits, tmp_path, method):
     assert {id(p) for m in ctx.modules for p in m.parameters()} == {id(p) for p in fitted.parameters()}
     assert trainable == 64 * 10 + 10  # the probe alone trains
     assert not any(p.requires_grad for p in fitted.encoder.parameters())
+    assert ctx.extras["proj_spread"] > 0.2, ctx.extras  # not collapsed (≈ 0 would be)
 
 
 def test_tuning_trials_share_one_pretraining(registry, digits, tmp_path):
@@ -107,6 +108,15 @@ def test_simsiam_stops_the_gradient_at_the_target_branch():
     u = torch.eye(4)
     assert simsiam_loss(u, u, u, u).item() == pytest.approx(-1.0)
     assert simsiam_loss(u, u, -u, -u).item() == pytest.approx(1.0)
+
+
+def test_projection_spread_tells_collapse_from_spread():
+    torch.manual_seed(0)
+    spread = torch.randn(512, 64)
+    assert projection_spread(spread) == pytest.approx(1.0, abs=0.05)  # isotropic: 1/√d per dimension
+    collapsed = torch.randn(1, 64) + 1e-4 * torch.randn(512, 64)
+    assert projection_spread(collapsed) < 0.01
+    assert projection_spread(3 * spread) == pytest.approx(projection_spread(spread))  # scale-free
 
 
 def test_moco_queue_is_first_in_first_out():

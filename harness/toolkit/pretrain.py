@@ -30,9 +30,9 @@ from harness.errors import ConfigError
 from harness.task import Split, Task
 from harness.toolkit.augment import Augment
 from harness.toolkit.models import Classifier
-from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, simsiam_loss
+from harness.toolkit.ssl_objectives import MoCoQueue, info_nce, projection_spread, simsiam_loss
 from harness.toolkit.spaces import PRETRAIN_DEFAULTS, PROBE_DEFAULTS, VIEW_STRENGTHS, suggest_probe  # noqa: F401  (public here too)
-from harness.toolkit.train import EMA, TrainConfig, predict_logits, train, val_accuracy
+from harness.toolkit.train import EMA, TrainConfig, autocast, predict_logits, train, val_accuracy
 
 CACHE_VERSION = 1  # bump when a change here alters what a cached state means
 
@@ -140,12 +140,26 @@ class SelfSupervised(nn.Module):
         self.encoder = encoder
         self.projector = mlp_head(feature_dim, hidden, proj_dim)
         self.predictor = mlp_head(proj_dim, hidden, proj_dim) if objective == "byol" else None
-        if objective == "simsiam":  # Chen & He, 2021, sec. 4: BN on the projection, bottleneck predictor
+        if objective == "simsiam":
+            # Chen & He, 2021, sec. 4: BN on the projection and a predictor with a bottleneck of a
+            # quarter of the projection's width (2048 → 512 → 2048 in the paper)
             self.projector.append(nn.BatchNorm1d(proj_dim, affine=False))
             self.predictor = mlp_head(proj_dim, max(8, proj_dim // 4), proj_dim)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
+
+    @torch.no_grad()
+    def spread(self, x: torch.Tensor, ctx: FitContext, n: int = 1024) -> float:
+        """:func:`~harness.toolkit.ssl_objectives.projection_spread` of the first ``n`` images of
+        ``x`` in eval mode: ≈ 1 healthy, → 0 collapsed."""
+        was = self.training
+        self.eval()
+        try:
+            with autocast(ctx):
+                return projection_spread(self.project(x[:n].to(ctx.device)))
+        finally:
+            self.train(was)
 
 
 SSL_OBJECTIVES = ("contrastive", "byol", "simsiam", "moco")

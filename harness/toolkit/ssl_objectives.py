@@ -1,5 +1,6 @@
 """Objectives of the siamese self-supervised methods beyond SimCLR and BYOL: SimSiam's negative
-cosine with a stop-gradient, and MoCo's queue of negatives with its InfoNCE loss."""
+cosine with a stop-gradient, and MoCo's queue of negatives with its InfoNCE loss; and the collapse
+check they all share (:func:`projection_spread`)."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,16 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """The symmetrised SimSiam loss ½ D(p1, sg(z2)) + ½ D(p2, sg(z1)); −1 at its minimum."""
     return 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
+
+
+@torch.no_grad()
+def projection_spread(z: torch.Tensor) -> float:
+    """√d times the per-dimension standard deviation over a batch of the L2-normalised projections
+    ``z`` (N × d), averaged over dimensions: about 1 for projections spread over the sphere, 0 when
+    every input maps to one point, the collapse a siamese method without negatives can fall into
+    (Chen & He, CVPR 2021, sec. 4.1 and fig. 2)."""
+    z = F.normalize(z.float(), dim=1)
+    return (z.std(0).mean() * z.shape[1] ** 0.5).item()
 
 
 class MoCoQueue:

@@ -7,7 +7,8 @@
 * ``byol``: the non-contrastive sibling: an online network with a predictor regresses an EMA
   target's projection of the other view, no negatives (Grill et al., NeurIPS 2020); same probe.
 * ``simsiam``: two views, a predictor on one side and a stop-gradient on the other, negative cosine;
-  no negatives and no target network (Chen & He, CVPR 2021); same probe.
+  no negatives and no target network (Chen & He, CVPR 2021); the paper's wide projection (2048)
+  and predictor bottleneck (512); same probe.
 * ``moco``: a momentum (EMA) key encoder and a queue of earlier keys as negatives, InfoNCE with a
   temperature and MoCo v2's MLP projection head (He et al., CVPR 2020; Chen et al., 2020); same probe.
 * ``mae`` and ``mae_finetune``: a small ViT (timm, patch 7 on 28×28 by default) pre-trained to
@@ -23,7 +24,8 @@ The encoder is any model of the registry (``cnn3`` at width 16 by default, ``cnn
 ``pretrained: true`` to start a timm model from weights already in the local hub cache). The
 probe's softmax gives the probabilities; the parameter columns count the frozen encoder and the
 probe, of which only the probe trains. Pre-trained encoders are cached under ``ctx.cache_dir`` by
-configuration, data and seed, so tuning the probe does not pre-train again.
+configuration, data and seed, so tuning the probe does not pre-train again. Each siamese row
+records ``proj_spread``, the spread of its normalised projections (≈ 1 healthy, → 0 collapsed).
 
 The hooks in this module describe the methods and sample their spaces without importing torch; pre-training
 and the probe are in :mod:`harness_plugins.representation.training`, imported with the first fit.
@@ -46,6 +48,9 @@ OBJECTIVES = {"simclr": "contrastive", "byol": "byol", "simsiam": "simsiam", "mo
 MAE_METHODS = ("mae", "mae_finetune")
 MAE_KEYS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay", "mask_ratio",
             "decoder_dim", "decoder_depth", "norm_pix_loss")
+# SimSiam wants a wide projection (Chen & He, 2021, sec. 4: 2048 dimensions, the predictor's
+# bottleneck a quarter of it); at SimCLR's 64 its probe lost points here.
+SIMSIAM_PROJ_DIM = 2048
 # A small ViT for 28×28 inputs: timm's ViT-Tiny at a third of its width (64, 2 heads), patch 7, depth 4; MAE's
 # pre-training recipe (AdamW, weight decay 0.05) and fine-tuning (warm-up, average-pooled patch
 # features: the class token carries little after masked pre-training, He et al., 2022, sec. A.1).
@@ -70,7 +75,7 @@ def harness_methods() -> list[MethodInfo]:
                    "NeurIPS 2020", defaults={**ssl, "ema_decay": PRETRAIN_DEFAULTS["ema_decay"]}),
         MethodInfo("simsiam", ("image",), "SimSiam pre-training (predictor, stop-gradient, negative cosine), "
                    "then a linear probe on the frozen encoder", "Chen & He, Exploring Simple Siamese "
-                   "Representation Learning, CVPR 2021", defaults=ssl),
+                   "Representation Learning, CVPR 2021", defaults={**ssl, "proj_dim": SIMSIAM_PROJ_DIM}),
         MethodInfo("moco", ("image",), "MoCo v2 pre-training (momentum key encoder, queue of negatives, InfoNCE), "
                    "then a linear probe on the frozen encoder", "He et al., Momentum Contrast for Unsupervised "
                    "Visual Representation Learning, CVPR 2020; Chen et al., Improved Baselines with Momentum "
@@ -104,7 +109,7 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     cfg["pretrain_lr"] = trial.suggest_float("pretrain_lr", 3e-4, 5e-3, log=True)
     cfg["pretrain_batch_size"] = trial.suggest_categorical("pretrain_batch_size", [128, 256, 512])
     cfg["pretrain_weight_decay"] = trial.suggest_float("pretrain_weight_decay", 1e-6, 1e-3, log=True)
-    cfg["proj_dim"] = trial.suggest_categorical("proj_dim", [32, 64, 128])
+    cfg["proj_dim"] = trial.suggest_categorical("proj_dim", [512, 1024, 2048] if method == "simsiam" else [32, 64, 128])
     cfg["views"] = trial.suggest_categorical("views", list(VIEW_STRENGTHS))
     if method in ("simclr", "moco"):
         cfg["temperature"] = trial.suggest_float("temperature", 0.05, 1.0, log=True)

@@ -76,6 +76,7 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
                   "hflip": hflip, "shape": list(task.input_shape)},
             data=data_digest(x), seed=stage_seed(ctx), ctx=ctx,
         )
+        ctx.extras["proj_spread"] = ssl.spread(x, ctx)  # ≈ 1 healthy, → 0 collapsed
         model.encoder = ssl.encoder
     return fit_probe(model, task, config, ctx)
 
