@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default results/<suite name>)")
     run.add_argument("--fresh", action="store_true",
                      help="recompute everything: the stored journal is moved aside to optuna.journal.<UTC time>.bak")
+    run.add_argument("--recompute", nargs="+", metavar="ROW",
+                     help="compute these rows again (their stored results are dropped, the journal copied to .bak "
+                     "first); every other row is reused")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--cash", nargs="+", metavar="METHOD",
                      help="also search the method itself among these, each with its own space (the row `cash`)")
@@ -397,6 +400,13 @@ def _cmd_run(args, registry, console) -> int:
         console.print(f"objectives {', '.join(suite.objectives)}: pruning is off (multi-objective studies cannot "
                       "prune); the Pareto trial with the best val accuracy is re-trained over seeds", highlight=False)
     crashed, extra, fresh = [], None, args.fresh
+    if args.recompute:
+        from harness.runner import forget_rows
+
+        if fresh:
+            raise ConfigError("give --fresh (every row) or --recompute ROW (these rows), not both")
+        forget_rows(suite, registry, out, args.recompute,
+                    lambda m: console.print(redact(m), highlight=False, markup=False))
     if args.workers is not None or args.devices is not None:
         from harness.runner import move_aside, work_left
         from harness.workers import describe, pool_settings, run_pool

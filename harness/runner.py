@@ -217,6 +217,33 @@ def move_aside(suite: Suite, out_dir: Path, say: Callable[[str], None]) -> None:
         say(f"--fresh: moved the stored results aside to {backup}; recomputing everything")
 
 
+def forget_rows(suite: Suite, registry: Registry, out_dir: Path, rows: list[str], say: Callable[[str], None]) -> None:
+    """``--recompute ROW``: drop the stored studies of these rows only, so the run computes them
+    again (after a change to a method's code, or to a row's settings) and reuses every other row.
+    The rest of the input is checked first; a journal file is copied to ``.bak`` before any change."""
+    import shutil
+    import time
+
+    names = {row.name for row in suite.all_rows()}
+    unknown = [name for name in rows if name not in names]
+    if unknown:
+        raise ConfigError(f"--recompute {unknown[0]}: the suite has no row of that name (rows: {', '.join(sorted(names))})")
+    check_paths(suite, out_dir)
+    storage = _existing_storage(suite, out_dir)
+    if storage is None:
+        return
+    plan_suite(suite, registry, out_dir, storage, recompute=frozenset(rows))  # refuses bad input before any change
+    doomed = [(summary, meta) for summary, meta in records.harness_studies(storage, suite.name) if meta.row in rows]
+    journal = journal_path(suite, out_dir)
+    if doomed and journal is not None:
+        backup = journal.with_name(f"{journal.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak")
+        shutil.copy2(journal, backup)
+        say(f"--recompute: the stored results were copied to {backup}")
+    for summary, meta in doomed:
+        optuna.delete_study(study_name=summary.study_name, storage=storage)
+        say(f"--recompute: {meta.dataset} · {meta.row}: stored results dropped; computing it again")
+
+
 def _existing_storage(suite: Suite, out_dir: Path):
     """The suite's storage when it may hold studies (None for a journal that does not exist yet:
     opening it would create the file)."""
@@ -226,10 +253,11 @@ def _existing_storage(suite: Suite, out_dir: Path):
     return make_storage(suite.storage, out_dir, heartbeat=suite.heartbeat, retry_s=suite.storage_retry)
 
 
-def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_suite: bool = True) -> list[RowPlan]:
+def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_suite: bool = True,
+               recompute: frozenset[str] = frozenset()) -> list[RowPlan]:
     """Decide for every (data set, row) what this run does, from what the storage holds; refuse in
     one line a row whose stored results were computed with other settings, or (``one_suite``) a
-    folder that holds another suite's tables."""
+    folder that holds another suite's tables. Rows named in ``recompute`` count as not stored."""
     if one_suite:
         _check_one_suite(suite, out_dir, storage)
     stored = {(m.dataset, m.row): (sm, m) for sm, m in records.harness_studies(storage, suite.name)} if storage else {}
@@ -246,7 +274,7 @@ def plan_suite(suite: Suite, registry: Registry, out_dir: Path, storage, one_sui
             if info.kind not in method.info.kinds:
                 plan.action, plan.note = "skipped", f"{method.name} does not support {info.kind} tasks"
                 continue
-            if (ds.label, row.name) in stored:
+            if (ds.label, row.name) in stored and row.name not in recompute:
                 _plan_stored(plan, suite, storage, *stored[(ds.label, row.name)])
     return plans
 

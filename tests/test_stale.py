@@ -126,3 +126,39 @@ def test_fresh_with_bad_input_keeps_the_store(run, tmp_path):
     code, text = run("--fresh", "--param", "C=-1")
     assert code == 2 and "logreg: pinned C=-1 is not in its search space" in text
     assert _journal(tmp_path) == before and not list((tmp_path / "o").glob("*.bak"))
+
+
+def test_recompute_drops_only_the_named_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndatasets: [iris]\nmethods:\n  - {method: logreg, tune: false}\n"
+                     "  - {method: knn, tune: false}\nseeds: 2\n")
+    args = ["--threads", "1", "run", "--suite", str(suite), "--no-progress", "--out", "o"]
+    assert main(args) == 0
+    per_seed = pd.read_csv(tmp_path / "o" / "per_seed.csv")
+    capsys.readouterr()
+
+    # a changed row is refused as before, and recomputed alone when named
+    changed = suite.read_text().replace("{method: knn, tune: false}", "{method: knn, tune: false, epochs: 3}")
+    suite.write_text(changed)
+    assert main(args) == 2 and "s/iris/knn was run with epochs=" in capsys.readouterr().err
+    before = _journal(tmp_path)
+    code = main([*args, "--recompute", "knn"])
+    text = "".join(capsys.readouterr())
+    assert code == 0, text
+    assert "--recompute: iris · knn: stored results dropped" in text and "logreg" not in text.split("--recompute")[1][:80]
+    backups = list((tmp_path / "o").glob("optuna.journal.*.bak"))
+    assert len(backups) == 1 and backups[0].read_bytes() == before
+    after = pd.read_csv(tmp_path / "o" / "per_seed.csv")
+    assert sorted(after["method"].unique()) == ["knn", "logreg"] and len(after) == len(per_seed)
+    assert main(args) == 0 and "already stored" in "".join(capsys.readouterr())
+
+
+def test_recompute_refuses_an_unknown_row_and_fresh_together(run, tmp_path):
+    assert run()[0] == 0
+    before = _journal(tmp_path)
+    code, text = run("--recompute", "banana")
+    assert code == 2 and "--recompute banana: the suite has no row of that name (rows: logreg)" in text
+    code, text = run("--recompute", "logreg", "--fresh")
+    assert code == 2 and "not both" in text
+    assert _journal(tmp_path) == before and not list((tmp_path / "o").glob("*.bak"))
