@@ -106,11 +106,12 @@ def _fixmatch_step(model: nn.Module, pairs: PairedBatches, config: dict[str, Any
     weak = weak_augment(task.meta.get("hflip", False))
     strong = RandAugment(ops=int(config["strong_ops"]), cutout=float(config["cutout"]))
     threshold, weight = float(config["threshold"]), float(config["consistency"])
+    gen = ctx.generator(3)
 
     def step(u_idx: torch.Tensor, progress: float) -> torch.Tensor:
         b = pairs(u_idx)
         n_l = len(b.y_l)
-        logits = model(torch.cat([weak(b.x_l), weak(b.x_u), strong(b.x_u)]))
+        logits = model(torch.cat([weak(b.x_l), weak(b.x_u), strong(b.x_u, gen)]))
         logits_weak, logits_strong = logits[n_l:].chunk(2)
         unsupervised, _ = pseudo_label_loss(logits_strong, logits_weak, threshold)
         return F.cross_entropy(logits[:n_l], b.y_l) + weight * unsupervised
