@@ -60,6 +60,10 @@ def test_every_method_learns_digits_from_10_labels_per_class(registry, digits10,
     n = len(digits10.unlabeled)
     assert n % 64 >= 2  # so the loop's last batch is not dropped
     assert ctx.samples_seen == 6 * (n + math.ceil(n / 64) * config["labeled_batch"])
+    # the budget and the late validation gain reach the per-seed table
+    assert ctx.extras["steps"] == 6 * math.ceil(n / 64)
+    assert 0 < ctx.extras["best_step"] <= ctx.extras["steps"]
+    assert -100 <= ctx.extras["late_val_gain"] <= 100
 
 
 def test_mean_teacher_predicts_with_the_teacher_and_counts_one_network(registry, digits10):
@@ -186,6 +190,7 @@ def test_mixmatch_and_fixmatch_learn_digits_from_10_labels_per_class(registry, d
     assert accuracy(probs, digits10.test.y) > 0.8, method  # chance is 0.1
     n, batch = len(digits10.unlabeled), 64  # FixMatch: μ·labeled_batch = 2·32
     assert ctx.samples_seen == 5 * (n + math.ceil(n / batch) * config["labeled_batch"])
+    assert ctx.extras["steps"] == 5 * math.ceil(n / batch)
 
 
 @pytest.mark.parametrize("method", HOLISTIC)

@@ -110,6 +110,7 @@ class History:
     val: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     seconds: float = 0.0
+    steps_per_epoch: int = 0
 
 
 def autocast(ctx: FitContext):
@@ -155,7 +156,7 @@ def train(
     total_steps = steps_per_epoch * cfg.epochs
     sched = build_schedule(cfg.schedule, opt, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
     gen = ctx.generator()
-    history = History()
+    history = History(steps_per_epoch=steps_per_epoch)
     best_score, best_state, bad_epochs = -math.inf, None, 0
     best_ema = None
     started = time.perf_counter()

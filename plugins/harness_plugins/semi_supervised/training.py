@@ -11,7 +11,7 @@ from harness.context import FitContext
 from harness.task import Task
 from harness.toolkit.augment import RandAugment, augment_from_config, weak_augment
 from harness.toolkit.models import create_model
-from harness.toolkit.train import EMA, TrainConfig, predict_proba, sigmoid_rampup, train, val_accuracy
+from harness.toolkit.train import EMA, History, TrainConfig, predict_proba, sigmoid_rampup, train, val_accuracy
 from harness_plugins.semi_supervised.consistency import (
     Batch, PairedBatches, TemporalEnsemble, mixmatch_l2, mixmatch_mixup, pseudo_label_loss, sharpen, soft_cross_entropy,
     softmax_mse, two_views, vat_loss,
@@ -106,11 +106,12 @@ def _fixmatch_step(model: nn.Module, pairs: PairedBatches, config: dict[str, Any
     weak = weak_augment(task.meta.get("hflip", False))
     strong = RandAugment(ops=int(config["strong_ops"]), cutout=float(config["cutout"]))
     threshold, weight = float(config["threshold"]), float(config["consistency"])
+    gen = ctx.generator(3)
 
     def step(u_idx: torch.Tensor, progress: float) -> torch.Tensor:
         b = pairs(u_idx)
         n_l = len(b.y_l)
-        logits = model(torch.cat([weak(b.x_l), weak(b.x_u), strong(b.x_u)]))
+        logits = model(torch.cat([weak(b.x_l), weak(b.x_u), strong(b.x_u, gen)]))
         logits_weak, logits_strong = logits[n_l:].chunk(2)
         unsupervised, _ = pseudo_label_loss(logits_strong, logits_weak, threshold)
         return F.cross_entropy(logits[:n_l], b.y_l) + weight * unsupervised
@@ -120,6 +121,20 @@ def _fixmatch_step(model: nn.Module, pairs: PairedBatches, config: dict[str, Any
 _OWN_STEPS = {"mixmatch": _mixmatch_step, "fixmatch": _fixmatch_step}
 
 
+def record_budget(history: History, ctx: FitContext) -> None:
+    """Put the budget and the shape of the validation curve among the row's extras: optimiser
+    ``steps`` taken, ``best_step`` (the end of the epoch whose weights were kept) and
+    ``late_val_gain``, the points of validation accuracy the last quarter of the epochs added
+    to the best before it. A gain near zero says the budget let validation accuracy plateau."""
+    epochs = len(history.val)
+    ctx.extras["steps"] = epochs * history.steps_per_epoch
+    if epochs < 4:
+        return
+    ctx.extras["best_step"] = (history.best_epoch + 1) * history.steps_per_epoch
+    early = epochs - epochs // 4
+    ctx.extras["late_val_gain"] = 100 * (max(history.val[early:]) - max(history.val[:early]))
+
+
 def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> nn.Module:
     model = _network(config, task).to(ctx.device)
     pairs = PairedBatches(task, config["labeled_batch"], ctx)
@@ -127,8 +142,9 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> nn.
         step = _OWN_STEPS[method](model, pairs, config, task, ctx)
         # FixMatch's unlabelled batch is μ times the labelled one
         overrides = {"batch_size": int(config["mu"]) * pairs.batch} if method == "fixmatch" else {}
-        train(model, step, len(pairs), TrainConfig.from_config(config, ctx, **overrides), ctx,
-              val_fn=lambda: val_accuracy(model, task.val, ctx))
+        history = train(model, step, len(pairs), TrainConfig.from_config(config, ctx, **overrides), ctx,
+                        val_fn=lambda: val_accuracy(model, task.val, ctx))
+        record_budget(history, ctx)
         return model
     augment = augment_from_config(config["augment"], task.meta.get("hflip", False))
     term, teacher = _unsupervised_term(method, model, config, task, len(pairs), ctx)
@@ -144,8 +160,9 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> nn.
         return supervised + weight * sigmoid_rampup(progress, rampup) * term(b, x_s, x_t, logits[len(b.y_l):])
 
     predictor = teacher.model if teacher is not None else model
-    train(model, step, len(pairs), TrainConfig.from_config(config, ctx), ctx, ema=teacher,
-          val_fn=lambda: val_accuracy(predictor, task.val, ctx))
+    history = train(model, step, len(pairs), TrainConfig.from_config(config, ctx), ctx, ema=teacher,
+                    val_fn=lambda: val_accuracy(predictor, task.val, ctx))
+    record_budget(history, ctx)
     return predictor
 
 
