@@ -143,7 +143,8 @@ def _mae_space(method: str, trial) -> dict[str, Any]:
     cfg["weight_decay"] = trial.suggest_float("weight_decay", 1e-3, 0.1, log=True)
     cfg["batch_size"] = trial.suggest_categorical("batch_size", [16, 32, 64])
     cfg["augment"] = trial.suggest_categorical("augment", ["none", "light"])
-    cfg["warmup_epochs"] = trial.suggest_int("warmup_epochs", 0, 5)
+    # few labels make short epochs: a warm-up of 5 % of a 1,000-step budget may be 10 epochs or more
+    cfg["warmup_epochs"] = trial.suggest_int("warmup_epochs", 0, 20)
     # layer-wise lr decay: each block nearer the input trains at this factor of the one above (1: off)
     cfg["layer_decay"] = trial.suggest_float("layer_decay", 0.5, 1.0)
     return cfg
