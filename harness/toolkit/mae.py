@@ -117,4 +117,31 @@ def pretrain_masked(mae: MaskedAutoencoder, x: torch.Tensor, config: dict[str, A
     train(mae, step, len(x), _stage_train_config(config), ctx)
 
 
-__all__ = ["MAE_DEFAULTS", "patchify", "random_masking", "masked_patch_loss", "MaskedAutoencoder", "pretrain_masked"]
+def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:
+    """Optimiser groups for fine-tuning a :class:`~harness.toolkit.models.Classifier` whose encoder
+    is a timm ViT with layer-wise learning-rate decay (Clark et al., 2020; Bao et al., 2022; He et
+    al., 2022, sec. A.1): the head trains at ``lr``, block ``i`` of ``L`` at ``lr · decay^(L − i)``,
+    the embeddings at ``lr · decay^(L + 1)``, so the pre-trained early layers move least. Biases,
+    norms, the class token and the position embedding get no weight decay."""
+    enc = model.encoder
+    depth = len(enc.blocks)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if not name.startswith("encoder."):
+            layer = depth + 1
+        elif name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        elif name.startswith(("encoder.patch_embed", "encoder.cls_token", "encoder.pos_embed", "encoder.reg_token")):
+            layer = 0
+        else:  # the final norms
+            layer = depth + 1
+        decayed = p.ndim > 1 and not name.endswith(("cls_token", "pos_embed", "reg_token"))
+        group = groups.setdefault((layer, decayed), {"params": [], "lr": lr * decay ** (depth + 1 - layer),
+                                                     "weight_decay": weight_decay if decayed else 0.0})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+__all__ = ["MAE_DEFAULTS", "layer_decay_groups", "patchify", "random_masking", "masked_patch_loss", "MaskedAutoencoder", "pretrain_masked"]

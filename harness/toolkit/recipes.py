@@ -25,10 +25,12 @@ def mixup_loss(logits_fn, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor)
 
 
 def fit_supervised(task: Task, config: dict[str, Any], ctx: FitContext, smoothing: float = 0.0,
-                   mixup_alpha: float | None = None, model: nn.Module | None = None) -> nn.Module:
+                   mixup_alpha: float | None = None, model: nn.Module | None = None,
+                   params: list | None = None) -> nn.Module:
     """Train ``network_from_config(config)`` (or ``model``, e.g. a pre-trained one to fine-tune) on
     ``task.train`` with the shared loop; validation accuracy drives early stopping, best-weight
-    restoring and pruning."""
+    restoring and pruning. ``params``: optimiser parameter groups in place of all the model's
+    parameters (e.g. layer-wise learning rates for fine-tuning)."""
     model = (model if model is not None else network_from_config(config, task)).to(ctx.device)
     x, y = task.train.x, task.train.y
     aug = augment_from_config(config.get("augment", "none"), task.meta.get("hflip", False)) if task.kind == "image" else None
@@ -42,6 +44,6 @@ def fit_supervised(task: Task, config: dict[str, Any], ctx: FitContext, smoothin
             return mixup_loss(model, xb, yb, alpha)
         return F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
 
-    train(model, step, len(x), TrainConfig.from_config(config, ctx), ctx,
+    train(model, step, len(x), TrainConfig.from_config(config, ctx), ctx, params=params,
           val_fn=lambda: val_accuracy(model, task.val, ctx))
     return model

@@ -128,14 +128,16 @@ def train(
     ctx: FitContext,
     *,
     val_fn: Callable[[], float] | None = None,
-    params: Iterable[nn.Parameter] | None = None,
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]] | None = None,
     ema: EMA | None = None,
     extra_modules: Iterable[nn.Module] = (),
 ) -> History:
     """Run ``cfg.epochs`` epochs of ``step(batch_indices, progress)`` over ``n`` training examples.
 
     ``step`` returns the scalar loss of one batch (``progress`` runs from 0 to 1 over training, for
-    ramp-ups). Only ``params`` (default: the model's parameters that require grad) are optimised.
+    ramp-ups). Only ``params`` (default: the model's parameters that require grad) are optimised;
+    ``params`` may also be torch's parameter-group dicts, each with its own ``lr`` or ``weight_decay``
+    (the schedule scales every group's rate alike).
     ``val_fn`` is called after every epoch; its score drives ``ctx.report`` (pruning), early stopping
     after ``cfg.patience`` epochs without improvement, and restoring the best weights at the end
     (``ema``'s average too, when given).
@@ -147,10 +149,11 @@ def train(
     ctx.track(model, *extra_modules)
     if ctx.compile:
         step = torch.compile(step)
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    groups = _trainable_groups(params if params is not None else model.parameters())
+    params = [p for g in groups for p in g["params"]]
     if not params:
         raise ConfigError("nothing to train: no parameter requires grad")
-    opt = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
+    opt = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay, cfg.momentum)
     bs = max(1, min(int(cfg.batch_size), n))
     steps_per_epoch = n // bs if n % bs < 2 else n // bs + 1  # a batch of one breaks BatchNorm
     total_steps = steps_per_epoch * cfg.epochs
@@ -206,6 +209,17 @@ def train(
         ema.model.load_state_dict(best_ema)
     history.seconds = time.perf_counter() - started
     return history
+
+
+def _trainable_groups(params: Iterable) -> list[dict[str, Any]]:
+    """Optimiser parameter groups of the parameters that require grad: ``params`` is a plain
+    iterable of parameters (one group) or of torch's group dicts (own ``lr``, ``weight_decay``...)."""
+    items = list(params)
+    groups = [dict(g) for g in items if isinstance(g, dict)] if items and isinstance(items[0], dict) \
+        else [{"params": items}]
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+    return [g for g in groups if g["params"]]
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

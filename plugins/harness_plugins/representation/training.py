@@ -8,7 +8,7 @@ import torch
 from harness.task import Task
 from harness.toolkit.models import Classifier, network_from_config
 from harness.toolkit.pretrain import PRETRAIN_DEFAULTS, SelfSupervised, cached_pretrain, data_digest, encoder_spec, fit_probe, pretrain_self_supervised, stage_seed
-from harness.toolkit.mae import MAE_DEFAULTS, MaskedAutoencoder, pretrain_masked
+from harness.toolkit.mae import MAE_DEFAULTS, MaskedAutoencoder, layer_decay_groups, pretrain_masked
 from harness.toolkit.recipes import fit_supervised
 from harness.toolkit.train import predict_proba
 from harness_plugins.representation.methods import MAE_KEYS, MAE_METHODS, OBJECTIVES, _SSL_KEYS
@@ -55,7 +55,9 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx) -> Classifier:
         # first gradients would otherwise wreck the pre-trained features before it learns anything.
         for p in model.parameters():
             p.requires_grad_(True)
-        return fit_supervised(task, config, ctx, model=model)
+        groups = layer_decay_groups(model, float(config.get("lr", 1e-3)), float(config.get("weight_decay", 0.0)),
+                                    float(config.get("layer_decay", 1.0)))
+        return fit_supervised(task, config, ctx, model=model, params=groups)
     if method in OBJECTIVES:
         objective = OBJECTIVES[method]
         x = pretraining_images(task)
