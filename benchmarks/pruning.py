@@ -12,6 +12,16 @@ best (``speedup_ratio``: the honest speed-up, below 1 only when pruning got ther
     python benchmarks/pruning.py                  # writes results/pruning/
     python benchmarks/pruning.py --jobs 2         # runs in two processes (one torch thread each)
     python benchmarks/pruning.py --recompute --out results/pruning   # tables from its pruning_trials.csv
+
+Settings are compared by naming each pruner as ``NAME`` (the harness default settings of
+:data:`harness.samplers.PRUNER_SETTINGS`) or ``NAME:key=value,...`` (those settings overridden):
+
+    python benchmarks/pruning.py --space wide --trials 16 --epochs 20 --stop-at-target \
+        --pruners median median:n_startup_trials=1 hyperband:reduction_factor=4 --out results/pruning/settings
+
+``--stop-at-target`` ends a pruned run at its first trial that reaches the unpruned best (the measure
+is unchanged, the epochs after it are saved); ``--baseline CSV`` reuses the unpruned runs of an
+earlier run with the same task, space and budget instead of training them again.
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ import argparse
 import json
 import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import optuna
@@ -32,7 +42,8 @@ from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
 from harness.phases import PhaseSettings, TuneSettings, tune
-from harness.samplers import PRUNERS, make_pruner, make_sampler
+from harness.errors import ConfigError
+from harness.samplers import PRUNER_SETTINGS, check_pruner, make_pruner, make_sampler
 
 
 # The wide space: every optimiser's learning rate from 1e-5 to 1, so that many configurations do not
@@ -73,12 +84,41 @@ def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
     return len(trial.intermediate_values)
 
 
-def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[dict]:
+def parse_pruner(spec: str) -> tuple[str, dict[str, int | float]]:
+    """``NAME`` or ``NAME:key=value,...`` → the harness pruner name and the settings it overrides."""
+    name, _, rest = spec.partition(":")
+    settings: dict[str, int | float] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        try:
+            settings[key.strip()] = int(value)
+        except ValueError:
+            try:
+                settings[key.strip()] = float(value)
+            except ValueError:
+                eq = ""
+        if not eq:
+            raise ConfigError(f"pruner {spec!r}: write settings as key=number, not {item!r}")
+    known = PRUNER_SETTINGS[check_pruner(name)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"pruner {spec!r}: no setting {', '.join(unknown)} (its settings: {', '.join(known) or 'none'})")
+    return name, settings
+
+
+def reached(study: optuna.Study, target: float | None) -> bool:
+    return target is not None and any(t.state == TrialState.COMPLETE and t.value >= target - 1e-9 for t in study.trials)
+
+
+def run(method, task, pruner: str, seed: int, trials: int, epochs: int, target: float | None = None) -> list[dict]:
+    """One tuning run of ``trials × epochs`` training epochs under the pruner spec ``pruner``; with a
+    ``target``, it ends at the first complete trial whose validation accuracy reaches it."""
+    name, settings = parse_pruner(pruner)
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed),
-                                pruner=make_pruner(pruner, epochs))
+                                pruner=make_pruner(name, epochs, **settings))
     budget, done = trials * epochs, 0
     # One trial at a time until the epoch budget is spent (bounded: every trial runs ≥ 1 epoch).
-    while sum(epochs_of(t) for t in study.trials) < budget and done < budget:
+    while sum(epochs_of(t) for t in study.trials) < budget and done < budget and not reached(study, target):
         done += 1
         tune(study, method, task, TuneSettings(trials=done, phase=PhaseSettings(epochs=epochs, device=torch.device("cpu")), seed_base=seed))
     out, spent = [], 0
@@ -91,14 +131,14 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[
 
 
 def _run_job(job: tuple) -> list[dict]:
-    method_name, dataset, space, pruner, seed, trials, epochs = job
+    method_name, dataset, space, pruner, seed, trials, epochs, target = job
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # side-by-side jobs share the cores
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     registry = load_plugins()
     task = load_task(registry, dataset).without_test()
     method = registry.method(method_name)
-    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs)
+    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs, target)
     best = max(r["val_accuracy"] or 0 for r in rows)
     print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
     return rows
@@ -113,6 +153,13 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    p.add_argument("--pruners", nargs="+", default=["median", "hyperband"], metavar="NAME[:key=value,...]",
+                   help="pruners compared with the unpruned run: a harness pruner name, its default settings "
+                        "overridden after a colon")
+    p.add_argument("--stop-at-target", action="store_true",
+                   help="end each pruned run at its first trial reaching the unpruned best")
+    p.add_argument("--baseline", type=Path, metavar="CSV",
+                   help="reuse the unpruned runs of this earlier pruning_trials.csv (same task, space and budget)")
     p.add_argument("--out", default="results/pruning")
     p.add_argument("--jobs", type=int, default=1, help="processes running (seed, pruner) runs side by side")
     p.add_argument("--recompute", action="store_true",
@@ -121,11 +168,20 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.recompute:
         return recompute(out)
-    runs = [(args.method, args.dataset, args.space, pruner, seed, args.trials, args.epochs)
-            for seed in args.seeds for pruner in ("none", "median", "hyperband")]
+    try:
+        specs = {spec: parse_pruner(spec) for spec in args.pruners if spec != "none"}
+        reused = _baseline(args) if args.baseline else {}
+    except ConfigError as exc:
+        print(f"pruning.py: error: {exc}", file=sys.stderr)
+        return 2
     prov = gather(method=args.method, dataset=args.dataset, space=args.space, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", pruners={name: _settings(make_pruner(name, args.epochs)) for name in PRUNERS},
+                  seeds=args.seeds, sampler="tpe", stop_at_target=args.stop_at_target,
+                  pruners={spec: _settings(make_pruner(name, args.epochs, **settings))
+                           for spec, (name, settings) in {"none": ("none", {}), **specs}.items()},
                   jobs=args.jobs, started_at=now(), finished_at=None)
+    if args.baseline:
+        prov["baseline"] = {"from": str(args.baseline), "seeds": sorted(reused),
+                            "git_commit": json.loads((args.baseline.parent / "provenance.json").read_text())["git_commit"]}
     out.mkdir(parents=True, exist_ok=True)
     trials = []
 
@@ -135,17 +191,53 @@ def main(argv=None) -> int:
         pd.DataFrame(trials).to_csv(out / "pruning_trials.csv", index=False)
         (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
 
+    def job(pruner: str, seed: int, target: float | None = None) -> tuple:
+        return args.method, args.dataset, args.space, pruner, seed, args.trials, args.epochs, target
+
+    def pruned(baseline: list[dict]) -> list[tuple]:
+        """The pruned runs of the baseline's seed, aimed at its best when they stop there."""
+        target = max(r["val_accuracy"] or 0 for r in baseline) if args.stop_at_target else None
+        return [job(spec, baseline[0]["seed"], target) for spec in specs]
+
+    todo = [rows for seed, rows in reused.items() if seed in args.seeds]
+    for rows in todo:
+        keep(rows)
+    baselines = [job("none", seed) for seed in args.seeds if seed not in reused]
+    runs = [j for rows in todo for j in pruned(rows)]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for rows in pool.map(_run_job, runs):
-                keep(rows)
+            pending: set[Future] = {pool.submit(_run_job, j) for j in baselines + runs}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    rows = future.result()
+                    keep(rows)
+                    if rows[0]["pruner"] == "none":  # its pruned runs can start now
+                        pending |= {pool.submit(_run_job, j) for j in pruned(rows)}
     else:
-        for job in runs:
-            keep(_run_job(job))
+        for j in runs:
+            keep(_run_job(j))
+        for j in baselines:
+            rows = _run_job(j)
+            keep(rows)
+            for k in pruned(rows):
+                keep(_run_job(k))
     prov["finished_at"] = now()
     keep([])
     write_tables(pd.DataFrame(trials), out, prov)
     return 0
+
+
+def _baseline(args) -> dict[int, list[dict]]:
+    """The unpruned runs per seed of an earlier run, refused unless it had the same task, space and
+    budget (the unpruned run does not depend on the pruners, so its records stand for a new one)."""
+    earlier = json.loads((args.baseline.parent / "provenance.json").read_text())
+    for key in ("method", "dataset", "space", "trials", "epochs"):
+        if earlier.get(key, "default") != getattr(args, key):
+            raise ConfigError(f"{args.baseline} ran with {key} {earlier.get(key)!r}, not {getattr(args, key)!r}")
+    frame = pd.read_csv(args.baseline)
+    frame = frame[frame.pruner == "none"].astype(object).where(frame.notna(), None)
+    return {int(seed): g.to_dict("records") for seed, g in frame.groupby("seed")}
 
 
 def _settings(pruner: optuna.pruners.BasePruner) -> str:
@@ -200,6 +292,9 @@ def _epochs_to(trials: pd.DataFrame, target: float) -> int | None:
 
 def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
     summary = summarise(frame)
+    order = {spec: i for i, spec in enumerate(prov.get("pruners", {}))}  # rows in the order the pruners were named
+    summary = summary.sort_values(["seed", "pruner"], key=lambda c: c.map(order) if c.name == "pruner" else c,
+                                  kind="stable").reset_index(drop=True)
     summary.to_csv(out / "pruning.csv", index=False)
     table = to_markdown(summary.round(4).astype(object).fillna("not reached"))
     recomputed = prov.get("tables_recomputed")
@@ -213,10 +308,25 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
         "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
         "the honest speed-up: below 1 only when pruning reached the best sooner)."
-        "\n\n" + table + "\n" + _overall(summary)
+        + _stop_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary)
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
+
+
+def _stop_note(prov: dict) -> str:
+    if not prov.get("stop_at_target"):
+        return ""
+    return (" Each pruned run ended at its first trial reaching the unpruned best, so its `best_val`, "
+            "`epochs_total`, `trials` and `pruned_trials` count only up to there; `not reached` runs spent the "
+            "whole budget." + (f" The unpruned runs of seeds {prov['baseline']['seeds']} are those of "
+                               f"`{prov['baseline']['from']}` (git commit `{prov['baseline']['git_commit']}`)."
+                               if prov.get("baseline") else ""))
+
+
+def _settings_note(prov: dict) -> str:
+    pruners = {spec: built for spec, built in prov.get("pruners", {}).items() if spec != "none"}
+    return "\n\nPruners:\n" + "".join(f"\n- `{spec}`: `{built}`" for spec, built in pruners.items()) if pruners else ""
 
 
 def _space_note(prov: dict) -> str:
