@@ -160,6 +160,8 @@ def main(argv=None) -> int:
                    help="end each pruned run at its first trial reaching the unpruned best")
     p.add_argument("--baseline", type=Path, metavar="CSV",
                    help="reuse the unpruned runs of this earlier pruning_trials.csv (same task, space and budget)")
+    p.add_argument("--held-out", type=int, nargs="*", default=[], metavar="SEED",
+                   help="seeds not used to choose the pruner settings: the overall table shows them apart")
     p.add_argument("--out", default="results/pruning")
     p.add_argument("--jobs", type=int, default=1, help="processes running (seed, pruner) runs side by side")
     p.add_argument("--recompute", action="store_true",
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         print(f"pruning.py: error: {exc}", file=sys.stderr)
         return 2
     prov = gather(method=args.method, dataset=args.dataset, space=args.space, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", stop_at_target=args.stop_at_target,
+                  seeds=args.seeds, held_out_seeds=args.held_out, sampler="tpe", stop_at_target=args.stop_at_target,
                   pruners={spec: _settings(make_pruner(name, args.epochs, **settings))
                            for spec, (name, settings) in {"none": ("none", {}), **specs}.items()},
                   jobs=args.jobs, started_at=now(), finished_at=None)
@@ -203,7 +205,8 @@ def main(argv=None) -> int:
     for rows in todo:
         keep(rows)
     baselines = [job("none", seed) for seed in args.seeds if seed not in reused]
-    runs = [j for rows in todo for j in pruned(rows)]
+    # Pruner by pruner, so that a sweep cut short has its first settings on every seed.
+    runs = sorted((j for rows in todo for j in pruned(rows)), key=lambda j: list(specs).index(j[3]))
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             pending: set[Future] = {pool.submit(_run_job, j) for j in baselines + runs}
@@ -308,7 +311,7 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
         "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
         "the honest speed-up: below 1 only when pruning reached the best sooner)."
-        + _stop_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary)
+        + _stop_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
@@ -336,11 +339,16 @@ def _space_note(prov: dict) -> str:
     return f" (wide space: learning rate {WIDE_LR[0]:g} to {WIDE_LR[1]:g} for every optimiser)"
 
 
-def _overall(summary: pd.DataFrame) -> str:
+def _overall(summary: pd.DataFrame, held_out: list[int]) -> str:
+    """Per pruner, over the seeds that chose its settings and, apart, over the held-out ones."""
     lines = ["| pruner | seeds reaching the unpruned best within 50 % of its epochs | median share (not reached = 1) "
              "| seeds reaching it sooner than the unpruned run | median speed-up ratio (not reached = ∞) |",
              "|---|---|---|---|---|"]
-    for pruner, g in summary[summary.pruner != "none"].groupby("pruner", sort=False):
+    pruned = summary[summary.pruner != "none"]
+    groups = pruned.groupby([pruned.pruner, pruned.seed.isin(held_out)], sort=False)
+    for (pruner, out_of_sample), g in sorted(groups, key=lambda kv: kv[0][1]):
+        if held_out:
+            pruner = f"{pruner} ({'held-out' if out_of_sample else 'selection'} seeds {', '.join(map(str, sorted(g.seed)))})"
         share = g.share_of_unpruned_epochs.astype(float).fillna(1.0)
         ratio = g.speedup_ratio.astype(float).fillna(float("inf"))
         lines.append(f"| {pruner} | {int((share <= 0.5).sum())} of {len(g)} | {share.median():.3f} "
