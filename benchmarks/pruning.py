@@ -20,8 +20,9 @@ Settings are compared by naming each pruner as ``NAME`` (the harness default set
         --pruners median median:n_startup_trials=1 hyperband:reduction_factor=4 --out results/pruning/settings
 
 ``--stop-at-target`` ends a pruned run at its first trial that reaches the unpruned best (the measure
-is unchanged, the epochs after it are saved); ``--baseline CSV`` reuses the unpruned runs of an
-earlier run with the same task, space and budget instead of training them again.
+is unchanged, the epochs after it are saved); ``--reuse CSV`` takes the runs of an earlier run with the
+same task, space and budget instead of training them again: its unpruned runs, and its pruned runs
+whose pruner was built with the same settings (runs are deterministic given seed and settings).
 """
 from __future__ import annotations
 
@@ -158,8 +159,9 @@ def main(argv=None) -> int:
                         "overridden after a colon")
     p.add_argument("--stop-at-target", action="store_true",
                    help="end each pruned run at its first trial reaching the unpruned best")
-    p.add_argument("--baseline", type=Path, metavar="CSV",
-                   help="reuse the unpruned runs of this earlier pruning_trials.csv (same task, space and budget)")
+    p.add_argument("--reuse", "--baseline", type=Path, nargs="+", default=[], metavar="CSV",
+                   help="reuse the runs of these earlier pruning_trials.csv files (the first that has a run wins) "
+                        "with the same task, space and budget: unpruned runs, and pruned runs built with the same settings")
     p.add_argument("--held-out", type=int, nargs="*", default=[], metavar="SEED",
                    help="seeds not used to choose the pruner settings: the overall table shows them apart")
     p.add_argument("--out", default="results/pruning")
@@ -172,18 +174,27 @@ def main(argv=None) -> int:
         return recompute(out)
     try:
         specs = {spec: parse_pruner(spec) for spec in args.pruners if spec != "none"}
-        reused = _baseline(args) if args.baseline else {}
+        built = {spec: _settings(make_pruner(name, args.epochs, **settings))
+                 for spec, (name, settings) in {"none": ("none", {}), **specs}.items()}
+        reused: dict[tuple[int, str], list[dict]] = {}
+        for csv in args.reuse:
+            reused = {**_reusable(args, csv, built), **reused}
     except ConfigError as exc:
         print(f"pruning.py: error: {exc}", file=sys.stderr)
         return 2
+    reused = {key: rows for key, rows in reused.items() if key[0] in args.seeds}
     prov = gather(method=args.method, dataset=args.dataset, space=args.space, trials=args.trials, epochs=args.epochs,
                   seeds=args.seeds, held_out_seeds=args.held_out, sampler="tpe", stop_at_target=args.stop_at_target,
-                  pruners={spec: _settings(make_pruner(name, args.epochs, **settings))
-                           for spec, (name, settings) in {"none": ("none", {}), **specs}.items()},
-                  jobs=args.jobs, started_at=now(), finished_at=None)
-    if args.baseline:
-        prov["baseline"] = {"from": str(args.baseline), "seeds": sorted(reused),
-                            "git_commit": json.loads((args.baseline.parent / "provenance.json").read_text())["git_commit"]}
+                  pruners=built, jobs=args.jobs, started_at=now(), finished_at=None)
+    if args.reuse:
+        prov["reused"] = []
+        for csv in args.reuse:
+            earlier = json.loads((csv.parent / "provenance.json").read_text())
+            prov["reused"].append({"from": str(csv), "git_commit": earlier["git_commit"],
+                                   "runs": [f"seed {seed} {spec}" for (seed, spec), rows in sorted(reused.items())
+                                            if rows[0]["_from"] == str(csv)],
+                                   **{k: earlier[k] for k in ("reused", "baseline") if k in earlier}})
+        reused = {key: [{k: v for k, v in row.items() if k != "_from"} for row in rows] for key, rows in reused.items()}
     out.mkdir(parents=True, exist_ok=True)
     trials = []
 
@@ -199,12 +210,13 @@ def main(argv=None) -> int:
     def pruned(baseline: list[dict]) -> list[tuple]:
         """The pruned runs of the baseline's seed, aimed at its best when they stop there."""
         target = max(r["val_accuracy"] or 0 for r in baseline) if args.stop_at_target else None
-        return [job(spec, baseline[0]["seed"], target) for spec in specs]
+        seed = baseline[0]["seed"]
+        return [job(spec, seed, target) for spec in specs if (seed, spec) not in reused]
 
-    todo = [rows for seed, rows in reused.items() if seed in args.seeds]
-    for rows in todo:
+    for rows in reused.values():
         keep(rows)
-    baselines = [job("none", seed) for seed in args.seeds if seed not in reused]
+    todo = [rows for (_, spec), rows in reused.items() if spec == "none"]
+    baselines = [job("none", seed) for seed in args.seeds if (seed, "none") not in reused]
     # Pruner by pruner, so that a sweep cut short has its first settings on every seed.
     runs = sorted((j for rows in todo for j in pruned(rows)), key=lambda j: list(specs).index(j[3]))
     if args.jobs > 1:
@@ -231,16 +243,26 @@ def main(argv=None) -> int:
     return 0
 
 
-def _baseline(args) -> dict[int, list[dict]]:
-    """The unpruned runs per seed of an earlier run, refused unless it had the same task, space and
-    budget (the unpruned run does not depend on the pruners, so its records stand for a new one)."""
-    earlier = json.loads((args.baseline.parent / "provenance.json").read_text())
+def _reusable(args, csv: Path, built: dict[str, str]) -> dict[tuple[int, str], list[dict]]:
+    """The runs of an earlier run that stand for this one's, by (seed, pruner): refused unless it had
+    the same task, space and budget; a pruned run only where its pruner was built with the same
+    settings, its seed's unpruned run (its target) comes along, and it was not stopped at the target
+    where this run goes on."""
+    earlier = json.loads((csv.parent / "provenance.json").read_text())
     for key in ("method", "dataset", "space", "trials", "epochs"):
         if earlier.get(key, "default") != getattr(args, key):
-            raise ConfigError(f"{args.baseline} ran with {key} {earlier.get(key)!r}, not {getattr(args, key)!r}")
-    frame = pd.read_csv(args.baseline)
-    frame = frame[frame.pruner == "none"].astype(object).where(frame.notna(), None)
-    return {int(seed): g.to_dict("records") for seed, g in frame.groupby("seed")}
+            raise ConfigError(f"{csv} ran with {key} {earlier.get(key)!r}, not {getattr(args, key)!r}")
+    frame = pd.read_csv(csv)
+    frame = frame.astype(object).where(frame.notna(), None)
+    label = {settings: spec for spec, settings in earlier.get("pruners", {}).items()}
+    stopped = earlier.get("stop_at_target", False) and not args.stop_at_target
+    found = {}
+    for spec, settings in built.items():
+        if settings not in label or (stopped and spec != "none"):
+            continue
+        for seed, g in frame[frame.pruner == label[settings]].groupby("seed"):
+            found[int(seed), spec] = [{**row, "pruner": spec, "_from": str(csv)} for row in g.to_dict("records")]
+    return {(seed, spec): rows for (seed, spec), rows in found.items() if (seed, "none") in found}
 
 
 def _settings(pruner: optuna.pruners.BasePruner) -> str:
@@ -311,7 +333,7 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
         "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
         "the honest speed-up: below 1 only when pruning reached the best sooner)."
-        + _stop_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
+        + _stop_note(prov) + _reused_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
@@ -325,6 +347,11 @@ def _stop_note(prov: dict) -> str:
             "whole budget." + (f" The unpruned runs of seeds {prov['baseline']['seeds']} are those of "
                                f"`{prov['baseline']['from']}` (git commit `{prov['baseline']['git_commit']}`)."
                                if prov.get("baseline") else ""))
+
+
+def _reused_note(prov: dict) -> str:
+    return "".join(f" Taken from `{r['from']}` (git commit `{r['git_commit']}`; its provenance says how each was "
+                   f"made), not trained again: {'; '.join(r['runs'])}." for r in prov.get("reused", []) if r["runs"])
 
 
 def _settings_note(prov: dict) -> str:
