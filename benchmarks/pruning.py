@@ -323,8 +323,9 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
     summary.to_csv(out / "pruning.csv", index=False)
     table = to_markdown(summary.round(4).astype(object).fillna("not reached"))
     recomputed = prov.get("tables_recomputed")
-    note = (f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
-            f"`{recomputed['git_commit']}`\n") if recomputed else ""
+    note = _unfinished_note(prov, summary) + (
+        f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
+        f"`{recomputed['git_commit']}`\n" if recomputed else "")
     (out / "pruning.md").write_text(
         f"# Pruning efficiency: {prov['method']} on {prov['dataset']}{_space_note(prov)}\n\nBudget per run: "
         f"{prov['trials'] * prov['epochs']} training epochs (the unpruned run's {prov['trials']} TPE trials × "
@@ -333,10 +334,19 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
         "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
         "the honest speed-up: below 1 only when pruning reached the best sooner)."
-        + _stop_note(prov) + _reused_note(prov) + _settings_note(prov) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
+        + _stop_note(prov) + _reused_note(prov) + _settings_note(prov, set(summary.pruner)) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
+
+
+def _unfinished_note(prov: dict, summary: pd.DataFrame) -> str:
+    """Says so when the run was stopped before it finished (its tables then come from ``--recompute``)."""
+    if prov.get("finished_at"):
+        return ""
+    missing = [f"`{spec}`" for spec in prov.get("pruners", {}) if spec not in set(summary.pruner)]
+    return ("- the run was stopped before it finished: these tables hold the runs it had finished"
+            + (f" (never run: {', '.join(missing)})" if missing else "") + "\n")
 
 
 def _stop_note(prov: dict) -> str:
@@ -354,8 +364,8 @@ def _reused_note(prov: dict) -> str:
                    f"made), not trained again: {'; '.join(r['runs'])}." for r in prov.get("reused", []) if r["runs"])
 
 
-def _settings_note(prov: dict) -> str:
-    pruners = {spec: built for spec, built in prov.get("pruners", {}).items() if spec != "none"}
+def _settings_note(prov: dict, ran: set[str]) -> str:
+    pruners = {spec: built for spec, built in prov.get("pruners", {}).items() if spec != "none" and spec in ran}
     return "\n\nPruners:\n" + "".join(f"\n- `{spec}`: `{built}`" for spec, built in pruners.items()) if pruners else ""
 
 
