@@ -219,24 +219,26 @@ def main(argv=None) -> int:
     baselines = [job("none", seed) for seed in args.seeds if (seed, "none") not in reused]
     # Pruner by pruner, so that a sweep cut short has its first settings on every seed.
     runs = sorted((j for rows in todo for j in pruned(rows)), key=lambda j: list(specs).index(j[3]))
+    # The pruned runs of a seed whose unpruned run is done go first: a run cut short has whole seeds.
+    ready, waiting = runs, baselines
+
+    def finished(rows: list[dict]) -> None:
+        keep(rows)
+        if rows[0]["pruner"] == "none":  # its pruned runs can start now
+            ready.extend(pruned(rows))
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending: set[Future] = {pool.submit(_run_job, j) for j in baselines + runs}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    rows = future.result()
-                    keep(rows)
-                    if rows[0]["pruner"] == "none":  # its pruned runs can start now
-                        pending |= {pool.submit(_run_job, j) for j in pruned(rows)}
+            pending: set[Future] = set()
+            while pending or ready or waiting:
+                while len(pending) < args.jobs and (ready or waiting):
+                    pending.add(pool.submit(_run_job, (ready or waiting).pop(0)))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finished(future.result())
     else:
-        for j in runs:
-            keep(_run_job(j))
-        for j in baselines:
-            rows = _run_job(j)
-            keep(rows)
-            for k in pruned(rows):
-                keep(_run_job(k))
+        while ready or waiting:
+            finished(_run_job((ready or waiting).pop(0)))
     prov["finished_at"] = now()
     keep([])
     write_tables(pd.DataFrame(trials), out, prov)

@@ -2,7 +2,14 @@
 
 The command line's help and checks, the suite validation and the study factory all read
 :data:`SAMPLERS` and :data:`PRUNERS`. A sampler factory takes the sampler seed; a pruner factory takes
-the row's training epochs (its resource).
+the row's training epochs (its resource) and the pruner's settings, :data:`PRUNER_SETTINGS`:
+
+- `median`: `n_startup_trials=3, n_warmup_steps=1, interval_steps=1, n_min_trials=1`
+- `hyperband`: `min_resource=1, reduction_factor=3, bootstrap_count=0`
+- `successive_halving`: `min_resource=1, reduction_factor=3, min_early_stopping_rate=0, bootstrap_count=0`
+
+Steps are epochs counted from 0 (``n_warmup_steps=1``: judged from the second epoch on); Hyperband's
+``max_resource`` is the row's epochs.
 """
 from __future__ import annotations
 
