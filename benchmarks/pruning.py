@@ -12,6 +12,17 @@ best (``speedup_ratio``: the honest speed-up, below 1 only when pruning got ther
     python benchmarks/pruning.py                  # writes results/pruning/
     python benchmarks/pruning.py --jobs 2         # runs in two processes (one torch thread each)
     python benchmarks/pruning.py --recompute --out results/pruning   # tables from its pruning_trials.csv
+
+Settings are compared by naming each pruner as ``NAME`` (the harness default settings of
+:data:`harness.samplers.PRUNER_SETTINGS`) or ``NAME:key=value,...`` (those settings overridden):
+
+    python benchmarks/pruning.py --space wide --trials 16 --epochs 20 --stop-at-target \
+        --pruners median median:n_startup_trials=1 hyperband:reduction_factor=4 --out results/pruning/settings
+
+``--stop-at-target`` ends a pruned run at its first trial that reaches the unpruned best (the measure
+is unchanged, the epochs after it are saved); ``--reuse CSV`` takes the runs of an earlier run with the
+same task, space and budget instead of training them again: its unpruned runs, and its pruned runs
+whose pruner was built with the same settings (runs are deterministic given seed and settings).
 """
 from __future__ import annotations
 
@@ -19,7 +30,7 @@ import argparse
 import json
 import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import optuna
@@ -32,7 +43,8 @@ from harness.plugins import load_plugins
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
 from harness.phases import PhaseSettings, TuneSettings, tune
-from harness.samplers import PRUNERS, make_pruner, make_sampler
+from harness.errors import ConfigError
+from harness.samplers import PRUNER_SETTINGS, check_pruner, make_pruner, make_sampler
 
 
 # The wide space: every optimiser's learning rate from 1e-5 to 1, so that many configurations do not
@@ -73,12 +85,41 @@ def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
     return len(trial.intermediate_values)
 
 
-def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[dict]:
+def parse_pruner(spec: str) -> tuple[str, dict[str, int | float]]:
+    """``NAME`` or ``NAME:key=value,...`` → the harness pruner name and the settings it overrides."""
+    name, _, rest = spec.partition(":")
+    settings: dict[str, int | float] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        try:
+            settings[key.strip()] = int(value)
+        except ValueError:
+            try:
+                settings[key.strip()] = float(value)
+            except ValueError:
+                eq = ""
+        if not eq:
+            raise ConfigError(f"pruner {spec!r}: write settings as key=number, not {item!r}")
+    known = PRUNER_SETTINGS[check_pruner(name)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"pruner {spec!r}: no setting {', '.join(unknown)} (its settings: {', '.join(known) or 'none'})")
+    return name, settings
+
+
+def reached(study: optuna.Study, target: float | None) -> bool:
+    return target is not None and any(t.state == TrialState.COMPLETE and t.value >= target - 1e-9 for t in study.trials)
+
+
+def run(method, task, pruner: str, seed: int, trials: int, epochs: int, target: float | None = None) -> list[dict]:
+    """One tuning run of ``trials × epochs`` training epochs under the pruner spec ``pruner``; with a
+    ``target``, it ends at the first complete trial whose validation accuracy reaches it."""
+    name, settings = parse_pruner(pruner)
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed),
-                                pruner=make_pruner(pruner, epochs))
+                                pruner=make_pruner(name, epochs, **settings))
     budget, done = trials * epochs, 0
     # One trial at a time until the epoch budget is spent (bounded: every trial runs ≥ 1 epoch).
-    while sum(epochs_of(t) for t in study.trials) < budget and done < budget:
+    while sum(epochs_of(t) for t in study.trials) < budget and done < budget and not reached(study, target):
         done += 1
         tune(study, method, task, TuneSettings(trials=done, phase=PhaseSettings(epochs=epochs, device=torch.device("cpu")), seed_base=seed))
     out, spent = [], 0
@@ -91,14 +132,14 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int) -> list[
 
 
 def _run_job(job: tuple) -> list[dict]:
-    method_name, dataset, space, pruner, seed, trials, epochs = job
+    method_name, dataset, space, pruner, seed, trials, epochs, target = job
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # side-by-side jobs share the cores
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     registry = load_plugins()
     task = load_task(registry, dataset).without_test()
     method = registry.method(method_name)
-    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs)
+    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs, target)
     best = max(r["val_accuracy"] or 0 for r in rows)
     print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
     return rows
@@ -113,6 +154,16 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    p.add_argument("--pruners", nargs="+", default=["median", "hyperband"], metavar="NAME[:key=value,...]",
+                   help="pruners compared with the unpruned run: a harness pruner name, its default settings "
+                        "overridden after a colon")
+    p.add_argument("--stop-at-target", action="store_true",
+                   help="end each pruned run at its first trial reaching the unpruned best")
+    p.add_argument("--reuse", "--baseline", type=Path, nargs="+", default=[], metavar="CSV",
+                   help="reuse the runs of these earlier pruning_trials.csv files (the first that has a run wins) "
+                        "with the same task, space and budget: unpruned runs, and pruned runs built with the same settings")
+    p.add_argument("--held-out", type=int, nargs="*", default=[], metavar="SEED",
+                   help="seeds not used to choose the pruner settings: the overall table shows them apart")
     p.add_argument("--out", default="results/pruning")
     p.add_argument("--jobs", type=int, default=1, help="processes running (seed, pruner) runs side by side")
     p.add_argument("--recompute", action="store_true",
@@ -121,11 +172,29 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.recompute:
         return recompute(out)
-    runs = [(args.method, args.dataset, args.space, pruner, seed, args.trials, args.epochs)
-            for seed in args.seeds for pruner in ("none", "median", "hyperband")]
+    try:
+        specs = {spec: parse_pruner(spec) for spec in args.pruners if spec != "none"}
+        built = {spec: _settings(make_pruner(name, args.epochs, **settings))
+                 for spec, (name, settings) in {"none": ("none", {}), **specs}.items()}
+        reused: dict[tuple[int, str], list[dict]] = {}
+        for csv in args.reuse:
+            reused = {**_reusable(args, csv, built), **reused}
+    except ConfigError as exc:
+        print(f"pruning.py: error: {exc}", file=sys.stderr)
+        return 2
+    reused = {key: rows for key, rows in reused.items() if key[0] in args.seeds}
     prov = gather(method=args.method, dataset=args.dataset, space=args.space, trials=args.trials, epochs=args.epochs,
-                  seeds=args.seeds, sampler="tpe", pruners={name: _settings(make_pruner(name, args.epochs)) for name in PRUNERS},
-                  jobs=args.jobs, started_at=now(), finished_at=None)
+                  seeds=args.seeds, held_out_seeds=args.held_out, sampler="tpe", stop_at_target=args.stop_at_target,
+                  pruners=built, jobs=args.jobs, started_at=now(), finished_at=None)
+    if args.reuse:
+        prov["reused"] = []
+        for csv in args.reuse:
+            earlier = json.loads((csv.parent / "provenance.json").read_text())
+            prov["reused"].append({"from": str(csv), "git_commit": earlier["git_commit"],
+                                   "runs": [f"seed {seed} {spec}" for (seed, spec), rows in sorted(reused.items())
+                                            if rows[0]["_from"] == str(csv)],
+                                   **{k: earlier[k] for k in ("reused", "baseline") if k in earlier}})
+        reused = {key: [{k: v for k, v in row.items() if k != "_from"} for row in rows] for key, rows in reused.items()}
     out.mkdir(parents=True, exist_ok=True)
     trials = []
 
@@ -135,17 +204,67 @@ def main(argv=None) -> int:
         pd.DataFrame(trials).to_csv(out / "pruning_trials.csv", index=False)
         (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
 
+    def job(pruner: str, seed: int, target: float | None = None) -> tuple:
+        return args.method, args.dataset, args.space, pruner, seed, args.trials, args.epochs, target
+
+    def pruned(baseline: list[dict]) -> list[tuple]:
+        """The pruned runs of the baseline's seed, aimed at its best when they stop there."""
+        target = max(r["val_accuracy"] or 0 for r in baseline) if args.stop_at_target else None
+        seed = baseline[0]["seed"]
+        return [job(spec, seed, target) for spec in specs if (seed, spec) not in reused]
+
+    for rows in reused.values():
+        keep(rows)
+    todo = [rows for (_, spec), rows in reused.items() if spec == "none"]
+    baselines = [job("none", seed) for seed in args.seeds if (seed, "none") not in reused]
+    # Pruner by pruner, so that a sweep cut short has its first settings on every seed.
+    runs = sorted((j for rows in todo for j in pruned(rows)), key=lambda j: list(specs).index(j[3]))
+    # The pruned runs of a seed whose unpruned run is done go first: a run cut short has whole seeds.
+    ready, waiting = runs, baselines
+
+    def finished(rows: list[dict]) -> None:
+        keep(rows)
+        if rows[0]["pruner"] == "none":  # its pruned runs can start now
+            ready.extend(pruned(rows))
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for rows in pool.map(_run_job, runs):
-                keep(rows)
+            pending: set[Future] = set()
+            while pending or ready or waiting:
+                while len(pending) < args.jobs and (ready or waiting):
+                    pending.add(pool.submit(_run_job, (ready or waiting).pop(0)))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finished(future.result())
     else:
-        for job in runs:
-            keep(_run_job(job))
+        while ready or waiting:
+            finished(_run_job((ready or waiting).pop(0)))
     prov["finished_at"] = now()
     keep([])
     write_tables(pd.DataFrame(trials), out, prov)
     return 0
+
+
+def _reusable(args, csv: Path, built: dict[str, str]) -> dict[tuple[int, str], list[dict]]:
+    """The runs of an earlier run that stand for this one's, by (seed, pruner): refused unless it had
+    the same task, space and budget; a pruned run only where its pruner was built with the same
+    settings, its seed's unpruned run (its target) comes along, and it was not stopped at the target
+    where this run goes on."""
+    earlier = json.loads((csv.parent / "provenance.json").read_text())
+    for key in ("method", "dataset", "space", "trials", "epochs"):
+        if earlier.get(key, "default") != getattr(args, key):
+            raise ConfigError(f"{csv} ran with {key} {earlier.get(key)!r}, not {getattr(args, key)!r}")
+    frame = pd.read_csv(csv)
+    frame = frame.astype(object).where(frame.notna(), None)
+    label = {settings: spec for spec, settings in earlier.get("pruners", {}).items()}
+    stopped = earlier.get("stop_at_target", False) and not args.stop_at_target
+    found = {}
+    for spec, settings in built.items():
+        if settings not in label or (stopped and spec != "none"):
+            continue
+        for seed, g in frame[frame.pruner == label[settings]].groupby("seed"):
+            found[int(seed), spec] = [{**row, "pruner": spec, "_from": str(csv)} for row in g.to_dict("records")]
+    return {(seed, spec): rows for (seed, spec), rows in found.items() if (seed, "none") in found}
 
 
 def _settings(pruner: optuna.pruners.BasePruner) -> str:
@@ -200,11 +319,15 @@ def _epochs_to(trials: pd.DataFrame, target: float) -> int | None:
 
 def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
     summary = summarise(frame)
+    order = {spec: i for i, spec in enumerate(prov.get("pruners", {}))}  # rows in the order the pruners were named
+    summary = summary.sort_values(["seed", "pruner"], key=lambda c: c.map(order) if c.name == "pruner" else c,
+                                  kind="stable").reset_index(drop=True)
     summary.to_csv(out / "pruning.csv", index=False)
     table = to_markdown(summary.round(4).astype(object).fillna("not reached"))
     recomputed = prov.get("tables_recomputed")
-    note = (f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
-            f"`{recomputed['git_commit']}`\n") if recomputed else ""
+    note = _unfinished_note(prov, summary) + (
+        f"- tables recomputed from `{recomputed['from']}` (no training) by `{recomputed['command']}` at "
+        f"`{recomputed['git_commit']}`\n" if recomputed else "")
     (out / "pruning.md").write_text(
         f"# Pruning efficiency: {prov['method']} on {prov['dataset']}{_space_note(prov)}\n\nBudget per run: "
         f"{prov['trials'] * prov['epochs']} training epochs (the unpruned run's {prov['trials']} TPE trials × "
@@ -213,10 +336,39 @@ def write_tables(frame: pd.DataFrame, out: Path, prov: dict) -> None:
         "the budget), over the unpruned run's total (`share_of_unpruned_epochs`) and over the epochs the unpruned "
         "run itself needed to first reach that best (`unpruned_epochs_to_best`; the quotient `speedup_ratio` is "
         "the honest speed-up: below 1 only when pruning reached the best sooner)."
-        "\n\n" + table + "\n" + _overall(summary)
+        + _stop_note(prov) + _reused_note(prov) + _settings_note(prov, set(summary.pruner)) + "\n\n" + table + "\n" + _overall(summary, prov.get("held_out_seeds") or [])
         + f"\n- command: `{prov['command']}`\n- git commit: `{prov['git_commit']}`\n- hardware: {prov['hardware']}\n"
         + note)
     print(table)
+
+
+def _unfinished_note(prov: dict, summary: pd.DataFrame) -> str:
+    """Says so when the run was stopped before it finished (its tables then come from ``--recompute``)."""
+    if prov.get("finished_at"):
+        return ""
+    missing = [f"`{spec}`" for spec in prov.get("pruners", {}) if spec not in set(summary.pruner)]
+    return ("- the run was stopped before it finished: these tables hold the runs it had finished"
+            + (f" (never run: {', '.join(missing)})" if missing else "") + "\n")
+
+
+def _stop_note(prov: dict) -> str:
+    if not prov.get("stop_at_target"):
+        return ""
+    return (" Each pruned run ended at its first trial reaching the unpruned best, so its `best_val`, "
+            "`epochs_total`, `trials` and `pruned_trials` count only up to there; `not reached` runs spent the "
+            "whole budget." + (f" The unpruned runs of seeds {prov['baseline']['seeds']} are those of "
+                               f"`{prov['baseline']['from']}` (git commit `{prov['baseline']['git_commit']}`)."
+                               if prov.get("baseline") else ""))
+
+
+def _reused_note(prov: dict) -> str:
+    return "".join(f" Taken from `{r['from']}` (git commit `{r['git_commit']}`; its provenance says how each was "
+                   f"made), not trained again: {'; '.join(r['runs'])}." for r in prov.get("reused", []) if r["runs"])
+
+
+def _settings_note(prov: dict, ran: set[str]) -> str:
+    pruners = {spec: built for spec, built in prov.get("pruners", {}).items() if spec != "none" and spec in ran}
+    return "\n\nPruners:\n" + "".join(f"\n- `{spec}`: `{built}`" for spec, built in pruners.items()) if pruners else ""
 
 
 def _space_note(prov: dict) -> str:
@@ -226,11 +378,19 @@ def _space_note(prov: dict) -> str:
     return f" (wide space: learning rate {WIDE_LR[0]:g} to {WIDE_LR[1]:g} for every optimiser)"
 
 
-def _overall(summary: pd.DataFrame) -> str:
+def _overall(summary: pd.DataFrame, held_out: list[int]) -> str:
+    """Per pruner, over the seeds that chose its settings and, apart, over the held-out ones. The unpruned
+    run's own row says how often it found its best early itself: where it did, a pruned run that
+    shares its first trials reaches that best as early, and only the speed-up ratio tells them apart."""
     lines = ["| pruner | seeds reaching the unpruned best within 50 % of its epochs | median share (not reached = 1) "
              "| seeds reaching it sooner than the unpruned run | median speed-up ratio (not reached = ∞) |",
              "|---|---|---|---|---|"]
-    for pruner, g in summary[summary.pruner != "none"].groupby("pruner", sort=False):
+    groups = summary.groupby([summary.pruner, summary.seed.isin(held_out)], sort=False)
+    for (pruner, out_of_sample), g in sorted(groups, key=lambda kv: kv[0][1]):
+        notes = ["the unpruned run itself"] if pruner == "none" else []
+        if held_out:
+            notes.append(f"{'held-out' if out_of_sample else 'selection'} seeds {', '.join(map(str, sorted(g.seed)))}")
+        pruner = f"{pruner} ({'; '.join(notes)})" if notes else pruner
         share = g.share_of_unpruned_epochs.astype(float).fillna(1.0)
         ratio = g.speedup_ratio.astype(float).fillna(float("inf"))
         lines.append(f"| {pruner} | {int((share <= 0.5).sum())} of {len(g)} | {share.median():.3f} "

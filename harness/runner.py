@@ -22,7 +22,7 @@ from harness.errors import ConfigError
 from harness.multiobjective import directions
 from harness.plugins import Registry, plugin_distributions
 from harness.records import best_trial, collect_provenance, collect_rows, failure_summary, stored_results, val_accuracy
-from harness.samplers import make_pruner, make_sampler
+from harness.samplers import PRUNER_SETTINGS, make_pruner, make_sampler
 from harness.storage import budget_used, claim_final, make_storage, redact
 from harness.suite import DatasetSpec, RowSpec, Suite, suite_spec
 
@@ -156,6 +156,7 @@ def row_settings(registry: Registry, suite: Suite, ds: DatasetSpec, row: RowSpec
         "label_fraction": ds.label_fraction, "val_frac": ds.val_frac, "test_frac": ds.test_frac,
         "data_seed": suite.data_seed, "seed_base": suite.seed_base,
         "sampler": suite.sampler, "sampler_seed": suite.sampler_seed, "pruner": suite.pruner,
+        "pruner_settings": PRUNER_SETTINGS[suite.pruner],
         "objectives": list(suite.objectives), "cash": list(suite.cash) if row.method == "cash" else [],
         "shifts": suite.shifts, "ood": suite.ood, "schema": records.SCHEMA_VERSION,
         **({"robustness": suite.robustness} if suite.robustness else {}),

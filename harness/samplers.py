@@ -2,7 +2,14 @@
 
 The command line's help and checks, the suite validation and the study factory all read
 :data:`SAMPLERS` and :data:`PRUNERS`. A sampler factory takes the sampler seed; a pruner factory takes
-the row's training epochs (its resource).
+the row's training epochs (its resource) and the pruner's settings, :data:`PRUNER_SETTINGS`:
+
+- `median`: `n_startup_trials=3, n_warmup_steps=1, interval_steps=1, n_min_trials=1`
+- `hyperband`: `min_resource=1, reduction_factor=3, bootstrap_count=0`
+- `successive_halving`: `min_resource=1, reduction_factor=3, min_early_stopping_rate=0, bootstrap_count=0`
+
+Steps are epochs counted from 0 (``n_warmup_steps=1``: judged from the second epoch on); Hyperband's
+``max_resource`` is the row's epochs.
 """
 from __future__ import annotations
 
@@ -50,22 +57,39 @@ def _nsga2(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def _median(epochs: int) -> optuna.pruners.BasePruner:
+# The settings each pruner name builds with, declared once: the command line, suites, the pruning
+# benchmark and its tables read them here. Chosen where they pay: on a search space where many
+# configurations never learn or diverge, they reach the unpruned run's best validation accuracy
+# soonest (results/pruning/settings/ compares them; README, "Speed"). Hyperband's and successive
+# halving's ``max_resource`` is the row's epochs.
+PRUNER_SETTINGS: dict[str, dict[str, int | float]] = {
+    "median": {"n_startup_trials": 3, "n_warmup_steps": 1, "interval_steps": 1, "n_min_trials": 1},
+    "hyperband": {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0},
+    "successive_halving": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0,
+                           "bootstrap_count": 0},
+    "none": {},
+}
+
+
+def _median(epochs: int, **settings) -> optuna.pruners.BasePruner:
     import optuna
 
-    # Judged from the second epoch on, after three whole trials: in a wide space the hopeless
-    # configurations (a learning rate that does not move, or one that diverges) show after one epoch,
-    # and every further epoch spent on them is lost (results/pruning/wide/ measures what it saves).
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1, interval_steps=1)
+    return optuna.pruners.MedianPruner(**settings)
 
 
-def _hyperband(epochs: int) -> optuna.pruners.BasePruner:
+def _hyperband(epochs: int, **settings) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, epochs), reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(max_resource=max(2, epochs), **settings)
 
 
-def _nop(epochs: int) -> optuna.pruners.BasePruner:
+def _successive_halving(epochs: int, **settings) -> optuna.pruners.BasePruner:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(**settings)
+
+
+def _nop(epochs: int, **settings) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()
@@ -74,8 +98,8 @@ def _nop(epochs: int) -> optuna.pruners.BasePruner:
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe, "random": _random, "cmaes": _cmaes, "gp": _gp, "nsga2": _nsga2,
 }
-PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median": _median, "hyperband": _hyperband, "none": _nop,
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "median": _median, "hyperband": _hyperband, "successive_halving": _successive_halving, "none": _nop,
 }
 
 # Samplers that optimise one objective only.
@@ -98,5 +122,11 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return SAMPLERS[check_sampler(name)](seed)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    return PRUNERS[check_pruner(name)](epochs)
+def make_pruner(name: str, epochs: int, **settings: int | float) -> optuna.pruners.BasePruner:
+    """The pruner ``name`` for trials of ``epochs`` epochs, with :data:`PRUNER_SETTINGS` unless
+    ``settings`` overrides some of them (the pruning benchmark compares settings this way)."""
+    known = PRUNER_SETTINGS[check_pruner(name)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"pruner {name!r} has no setting {', '.join(unknown)} (its settings: {', '.join(known) or 'none'})")
+    return PRUNERS[name](epochs, **{**known, **settings})
