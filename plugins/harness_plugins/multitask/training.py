@@ -77,7 +77,8 @@ class DynamicWeightAverage:
         return len(rate) * torch.softmax(rate / self.temperature, 0)
 
     def record(self, losses: torch.Tensor) -> None:
-        self.sums += losses.detach().double().cpu()
+        # summed where the losses live: moving them to the host would sync the device every step
+        self.sums = self.sums.to(losses.device) + losses.detach().double()
         self.steps += 1
 
 
