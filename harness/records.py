@@ -142,17 +142,24 @@ def result_key(seed: int) -> str:
 EXTENDABLE = ("trials", "seeds")
 
 
+# settings that shape only a search: an untuned row's results do not depend on them
+SEARCH_ONLY = frozenset({"sampler", "sampler_seed", "pruner", "pruner_settings"})
+
+
 def settings_change(stored: StudyMeta, settings: dict[str, Any]) -> tuple[str, Any] | None:
     """The first setting (key, stored value) in which ``stored`` differs from ``settings`` and that
-    forbids reusing its results, or None. Fewer trials than stored count as such a change; records
-    written before settings were stored are compared on their budget alone."""
+    forbids reusing its results, or None. Fewer trials than stored count as such a change, and
+    :data:`SEARCH_ONLY` settings do not for a row tuned neither then nor now; records written before
+    settings were stored are compared on their budget alone."""
     old = stored.settings
     if old is None:
         if stored.budget is None:
             return None
         old = {"epochs": stored.budget.epochs, "params": stored.budget.params, "trials": stored.budget.trials}
+    # a row that was not tuned, and is not now, ran no search: the sampler and pruner never touched it
+    untuned = old.get("trials") == 0 and settings.get("trials") == 0
     for key, value in old.items():
-        if key == "seeds" or key not in settings:
+        if key == "seeds" or key not in settings or (untuned and key in SEARCH_ONLY):
             continue
         new = settings[key]
         if key == "trials" and isinstance(value, int) and isinstance(new, int) and new >= value:

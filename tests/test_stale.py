@@ -162,3 +162,23 @@ def test_recompute_refuses_an_unknown_row_and_fresh_together(run, tmp_path):
     code, text = run("--recompute", "logreg", "--fresh")
     assert code == 2 and "not both" in text
     assert _journal(tmp_path) == before and not list((tmp_path / "o").glob("*.bak"))
+
+
+def test_search_settings_do_not_stale_an_untuned_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndatasets: [iris]\nmethods:\n  - {method: logreg, tune: false}\n"
+                     "  - {method: knn, trials: 2}\nseeds: 1\n")
+    args = ["--threads", "1", "run", "--suite", str(suite), "--no-progress", "--out", "o"]
+    assert main([*args, "--pruner", "median"]) == 0
+    capsys.readouterr()
+    before = _journal(tmp_path)
+
+    # the tuned row's search would differ under another pruner, so it is refused ...
+    assert main([*args, "--pruner", "hyperband"]) == 2
+    assert "s/iris/knn was run with pruner=median" in capsys.readouterr().err
+    # ... while the untuned row ran no search and is reused as it is
+    suite.write_text(suite.read_text().replace("  - {method: knn, trials: 2}\n", ""))
+    code = main([*args, "--pruner", "hyperband", "--sampler", "random"])
+    assert code == 0 and "already stored" in "".join(capsys.readouterr())
+    assert _journal(tmp_path) == before
