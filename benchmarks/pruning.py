@@ -12,6 +12,7 @@ best (``speedup_ratio``: the honest speed-up, below 1 only when pruning got ther
     python benchmarks/pruning.py                  # writes results/pruning/
     python benchmarks/pruning.py --jobs 2         # runs in two processes (one torch thread each)
     python benchmarks/pruning.py --recompute --out results/pruning   # tables from its pruning_trials.csv
+    python benchmarks/pruning.py --space verywide --trials 16 --epochs 30   # most configurations bad
 
 Settings are compared by naming each pruner as ``NAME`` (the harness default settings of
 :data:`harness.samplers.PRUNER_SETTINGS`) or ``NAME:key=value,...`` (those settings overridden):
@@ -30,6 +31,7 @@ import argparse
 import json
 import multiprocessing
 import sys
+from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -47,38 +49,66 @@ from harness.errors import ConfigError
 from harness.samplers import PRUNER_SETTINGS, check_pruner, make_pruner, make_sampler
 
 
-# The wide space: every optimiser's learning rate from 1e-5 to 1, so that many configurations do not
-# learn at all (too small) or diverge (too large) — the search spaces pruning is meant for.
-WIDE_LR = (1e-5, 1.0)
-SPACES = ("default", "wide")
+@dataclass(frozen=True)
+class Space:
+    """A method's search space with some ranges replaced: the spaces pruning is meant for, where many
+    configurations do not learn at all (learning rate too small, weight decay too large) or diverge."""
+
+    lr: tuple[float, float] | None = None
+    weight_decay: tuple[float, float] | None = None
+    optimizers: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        parts = [f"{', '.join(self.optimizers)} only" if self.optimizers else ""]
+        for name, bounds in (("learning rate", self.lr), ("weight decay", self.weight_decay)):
+            if bounds:
+                parts.append(f"{name} {bounds[0]:g} to {bounds[1]:g}")
+        text = "; ".join(filter(None, parts))
+        return text + (" for every optimiser" if self.lr and not self.optimizers else "")
+
+
+# `wide`: every optimiser's learning rate from 1e-5 to 1. `verywide`: four optimisers, learning rates over
+# seven decades and weight decay up to 1, so that most configurations are bad, and bad from the first epochs.
+SPACES: dict[str, Space | None] = {
+    "default": None,
+    "wide": Space(lr=(1e-5, 1.0)),
+    "verywide": Space(lr=(1e-6, 10.0), weight_decay=(1e-6, 1.0), optimizers=("sgd", "adam", "rmsprop", "adagrad")),
+}
 
 
 class _WideTrial:
-    """An Optuna trial whose ``lr`` is drawn from :data:`WIDE_LR`; every other name passes through."""
+    """An Optuna trial whose ``lr``, ``weight_decay`` and ``optimizer`` are drawn from a :class:`Space`
+    where it sets them (log-uniform ranges); every other name passes through."""
 
-    def __init__(self, trial):
-        self._trial = trial
+    def __init__(self, trial, space: Space):
+        self._trial, self._space = trial, space
 
     def __getattr__(self, name: str):
         return getattr(self._trial, name)
 
     def suggest_float(self, name: str, low: float, high: float, **kwargs) -> float:
-        if name.rsplit(".", 1)[-1] == "lr":
-            low, high, kwargs = *WIDE_LR, {"log": True}
+        bounds = {"lr": self._space.lr, "weight_decay": self._space.weight_decay}.get(name.rsplit(".", 1)[-1])
+        if bounds:
+            low, high, kwargs = *bounds, {"log": True}
         return self._trial.suggest_float(name, low, high, **kwargs)
+
+    def suggest_categorical(self, name: str, choices):
+        if name.rsplit(".", 1)[-1] == "optimizer" and self._space.optimizers:
+            choices = list(self._space.optimizers)
+        return self._trial.suggest_categorical(name, choices)
 
 
 class WideSpace:
-    """``method`` with its learning-rate range widened to :data:`WIDE_LR`."""
+    """``method`` with the ranges of ``space`` in its search space."""
 
-    def __init__(self, method):
-        self._method = method
+    def __init__(self, method, space: Space):
+        self._method, self._space = method, space
 
     def __getattr__(self, name: str):
         return getattr(self._method, name)
 
     def search_space(self, trial, task) -> dict:
-        return self._method.search_space(_WideTrial(trial), task)
+        return self._method.search_space(_WideTrial(trial, self._space), task)
 
 
 def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
@@ -127,7 +157,8 @@ def run(method, task, pruner: str, seed: int, trials: int, epochs: int, target: 
         spent += epochs_of(t)
         value = t.value if t.state == TrialState.COMPLETE else None
         out.append({"pruner": pruner, "seed": seed, "trial": t.number, "state": t.state.name, "epochs": epochs_of(t),
-                    "cumulative_epochs": spent, "val_accuracy": value})
+                    "cumulative_epochs": spent, "val_accuracy": value,
+                    "params": json.dumps(t.params, sort_keys=True)})
     return out
 
 
@@ -139,7 +170,7 @@ def _run_job(job: tuple) -> list[dict]:
     registry = load_plugins()
     task = load_task(registry, dataset).without_test()
     method = registry.method(method_name)
-    rows = run(WideSpace(method) if space == "wide" else method, task, pruner, seed, trials, epochs, target)
+    rows = run(WideSpace(method, SPACES[space]) if SPACES[space] else method, task, pruner, seed, trials, epochs, target)
     best = max(r["val_accuracy"] or 0 for r in rows)
     print(f"seed {seed} {pruner:9s}: best val {best:.4f}, epochs {rows[-1]['cumulative_epochs']}", flush=True)
     return rows
@@ -150,7 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="erm")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--space", choices=SPACES, default="default",
-                   help=f"the method's own search space, or `wide`: every learning rate from {WIDE_LR[0]:g} to {WIDE_LR[1]:g}")
+                   help="the method's own search space, or one with wider ranges: "
+                        + "; ".join(f"`{name}`: {space.describe()}" for name, space in SPACES.items() if space))
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
@@ -373,9 +405,8 @@ def _settings_note(prov: dict, ran: set[str]) -> str:
 
 def _space_note(prov: dict) -> str:
     """The search space in the title: nothing for the method's own, the widened range otherwise."""
-    if prov.get("space", "default") == "default":
-        return ""
-    return f" (wide space: learning rate {WIDE_LR[0]:g} to {WIDE_LR[1]:g} for every optimiser)"
+    name = prov.get("space", "default")
+    return "" if name == "default" else f" ({name} space: {SPACES[name].describe()})"
 
 
 def _overall(summary: pd.DataFrame, held_out: list[int]) -> str:

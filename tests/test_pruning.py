@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _benchmark():
     spec = importlib.util.spec_from_file_location("pruning_benchmark", REPO / "benchmarks" / "pruning.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -89,3 +90,22 @@ def test_stopping_at_the_target_and_reusing_runs_keep_the_measure(tmp_path):
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "pruning.py"), "--recompute", "--out",
                     str(tmp_path / "short")], check=True, capture_output=True, cwd=REPO)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "short" / "pruning.csv"), short)
+
+
+def test_the_very_wide_space_draws_its_optimisers_and_ranges_and_leaves_the_rest_alone():
+    from harness.data import load_task
+    from harness.plugins import load_plugins
+
+    bench = _benchmark()
+    space = bench.SPACES["verywide"]
+    registry = load_plugins()
+    method, task = registry.method("erm"), load_task(registry, "digits").without_test()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = [bench.WideSpace(method, space).search_space(study.ask(), task) for _ in range(40)]
+    assert {c["optimizer"] for c in configs} == set(space.optimizers)
+    for key in ("lr", "weight_decay"):
+        low, high = getattr(space, key)
+        assert all(low <= c[key] <= high for c in configs)
+        assert max(c[key] for c in configs) > 10 * min(c[key] for c in configs)  # log-uniform over decades
+    own = method.search_space(optuna.create_study().ask(), task)
+    assert {k for c in configs for k in c} >= set(own) - {"hidden", "width"}
