@@ -64,9 +64,12 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
         "optimizer": "adam", "batchnorm": False, "schedule": "constant",
         "iterations": trial.suggest_categorical("iterations", [0, 500, 1000, 2000]),
+        "carry_optimizer": trial.suggest_categorical("carry_optimizer", [False, True]),
     }
     if method == "ewc":
         cfg["ewc_lambda"] = trial.suggest_float("ewc_lambda", 1.0, 1e10, log=True)
+        cfg["ewc_fisher"] = trial.suggest_categorical("ewc_fisher", ["expected", "predicted"])
+        cfg["fisher_examples"] = trial.suggest_categorical("fisher_examples", [200, 0])
     elif method == "lwf":
         cfg["lwf_alpha"] = trial.suggest_float("lwf_alpha", 0.1, 10.0, log=True)
     elif method == "replay":
