@@ -68,6 +68,18 @@ def test_multitask_labels_are_one_column_per_head(digits):
         parse({"multitask": ["digit", "colour"]})
 
 
+def test_a_noisy_label_head_redraws_a_fixed_share_of_labels_in_every_split(digits):
+    from harness.tasks.multitask import LABEL_NOISE
+
+    task = build(digits, {"multitask": ["digit", "noisy_label"]})
+    assert task.heads == {"digit": 10, "noisy_label": 10}
+    for split in (task.task.train, task.task.val, task.task.test):
+        changed = (split.y[:, 1] != split.y[:, 0]).double().mean().item()
+        assert changed == pytest.approx(LABEL_NOISE * 9 / 10, abs=0.1)  # a redrawn label may land on the true one
+    again = build(digits, {"multitask": ["digit", "noisy_label"]})
+    assert torch.equal(again.task.train.y, task.task.train.y)  # drawn once, from the data seed
+
+
 def test_multitask_heads_learn_and_a_bare_tensor_is_refused(registry, digits):
     task = build(digits, {"multitask": ["digit", "parity"]})
     settings = PhaseSettings(epochs=2, device=digits.device, amp=False)

@@ -130,3 +130,43 @@ def test_ewc_weighs_parameters_by_the_expected_fisher_of_the_network(digits, mon
     with torch.no_grad():
         p = model(experience.train.x).softmax(1)
     assert torch.allclose(state.fisher["1.bias"], (p * (1 - p)).mean(0), rtol=1e-4, atol=1e-7)
+
+
+def test_the_predicted_class_fisher_is_the_arg_max_gradient_alone(digits):
+    """van de Ven & Tolias's Fisher: for a softmax-linear network the bias term is (1[k = ĉ] − p_k)²,
+    ĉ the network's arg-max, averaged over the examples (0 examples: all of them)."""
+    from torch import nn
+
+    from harness_plugins.continual import training
+
+    experience = build(digits, {"stream": {"experiences": 5, "scenario": "class"}}).experiences[0]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    state = training.ContinualState(model, "class")
+    ctx = PhaseSettings(epochs=1, device=digits.device, amp=False).context(0, "final")
+    training._consolidate(state, experience, None, ctx, fisher="predicted", examples=0)
+    with torch.no_grad():
+        p = model(experience.train.x).softmax(1)
+    expected = ((nn.functional.one_hot(p.argmax(1), 10) - p) ** 2).mean(0)
+    assert torch.allclose(state.fisher["1.bias"], expected, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ConfigError, match="ewc_fisher"):
+        training._consolidate(state, experience, None, ctx, fisher="empirical")
+
+
+def test_a_carried_optimiser_keeps_its_moments_across_experiences(registry, digits):
+    stream = build(digits, {"stream": {"experiences": 5, "scenario": "task"}})
+    ctx = PhaseSettings(epochs=1, device=digits.device, amp=False).context(0, "final")
+    config = {"model": "mlp", "hidden": 32, "lr": 1e-3, "batch_size": 64, "batchnorm": False,
+              "iterations": 3, "carry_optimizer": True}
+    method = registry.method("naive")
+    ctx.previous = None
+    state = method.fit(stream.experiences[0], config, ctx)
+    optimizer = state.optimizer
+    first = {int(s["step"]) for s in optimizer.state.values()}
+    ctx.previous = state
+    state = method.fit(stream.experiences[1], config, ctx)
+    assert state.optimizer is optimizer  # one Adam, its step count running on over both experiences
+    (after,) = {int(s["step"]) for s in optimizer.state.values()}
+    assert len(first) == 1 and after > first.pop()
+    ctx.previous = None
+    assert method.fit(stream.experiences[0], {**config, "carry_optimizer": False}, ctx).optimizer is None

@@ -5,7 +5,11 @@ Heads (the ``multitask`` option lists two or more, the first is the data set's o
 * ``digit`` (or ``label``): the data set's labels;
 * ``parity``: the label modulo 2;
 * ``rotation``: every image is turned by 0, 90, 180 or 270 degrees (drawn once per example from the
-  data seed) and the head predicts which; the other heads see the turned images too.
+  data seed) and the head predicts which; the other heads see the turned images too;
+* ``noisy_label``: the data set's labels, each replaced with probability ``LABEL_NOISE`` by a class
+  drawn uniformly (once per example from the data seed, in every split alike): a head with
+  homoscedastic noise, the case Kendall et al. (CVPR 2018) weigh heads by a learnt noise for. Its
+  best possible accuracy is ``1 − LABEL_NOISE · (K − 1) / K``.
 
 The labels of a split are an ``N × H`` int64 tensor, one column per head in the order given;
 ``task.meta["heads"]`` maps each head to its number of classes. ``harness_evaluate`` returns a
@@ -24,7 +28,8 @@ from harness.tasks.base import KindTask
 if TYPE_CHECKING:
     from harness.task import Split, Task
 
-HEADS = ("digit", "label", "parity", "rotation")
+HEADS = ("digit", "label", "parity", "rotation", "noisy_label")
+LABEL_NOISE = 0.5  # the share of a noisy_label head's labels drawn at random
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,8 @@ def build(task: Task, spec: MultiTaskSpec, data_seed: int = 0) -> MultiTask:
 
     if "rotation" in spec.heads and task.kind != "image":
         raise ConfigError(f"multitask: the rotation head needs images; {task.name} is {task.kind}")
-    sizes = {"digit": task.num_classes, "label": task.num_classes, "parity": 2, "rotation": 4}
+    sizes = {"digit": task.num_classes, "label": task.num_classes, "parity": 2, "rotation": 4,
+             "noisy_label": task.num_classes}
 
     def derive(split: Split, salt: int) -> Split:
         g = torch.Generator().manual_seed(data_seed * 7919 + salt)
@@ -93,7 +99,10 @@ def build(task: Task, spec: MultiTaskSpec, data_seed: int = 0) -> MultiTask:
             for k in range(1, 4):
                 sel = turns == k
                 x[sel] = torch.rot90(x[sel], k, dims=(2, 3))
-        columns = {"digit": split.y, "label": split.y, "parity": split.y % 2, "rotation": turns}
+        flip = torch.rand(len(split), generator=g).to(split.y.device) < LABEL_NOISE
+        noise = torch.randint(0, task.num_classes, (len(split),), generator=g).to(split.y.device)
+        columns = {"digit": split.y, "label": split.y, "parity": split.y % 2, "rotation": turns,
+                   "noisy_label": torch.where(flip, noise, split.y)}
         return Split(x, torch.stack([columns[h] for h in spec.heads], 1), split.index)
 
     heads = {h: sizes[h] for h in spec.heads}

@@ -131,6 +131,7 @@ def train(
     params: Iterable[nn.Parameter] | Iterable[dict[str, Any]] | None = None,
     ema: EMA | None = None,
     extra_modules: Iterable[nn.Module] = (),
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> History:
     """Run ``cfg.epochs`` epochs of ``step(batch_indices, progress)`` over ``n`` training examples.
 
@@ -140,7 +141,8 @@ def train(
     (the schedule scales every group's rate alike).
     ``val_fn`` is called after every epoch; its score drives ``ctx.report`` (pruning), early stopping
     after ``cfg.patience`` epochs without improvement, and restoring the best weights at the end
-    (``ema``'s average too, when given).
+    (``ema``'s average too, when given). ``optimizer``: one to continue, its state kept (a continual
+    learner's across experiences), instead of a fresh ``cfg.optimizer`` over ``params``.
     Raises :class:`DivergedError` when an epoch's loss is not finite.
     """
     model.to(ctx.device)
@@ -153,7 +155,8 @@ def train(
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ConfigError("nothing to train: no parameter requires grad")
-    opt = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay, cfg.momentum)
+    opt = optimizer if optimizer is not None else build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay,
+                                                                  cfg.momentum)
     bs = max(1, min(int(cfg.batch_size), n))
     steps_per_epoch = n // bs if n % bs < 2 else n // bs + 1  # a batch of one breaks BatchNorm
     total_steps = steps_per_epoch * cfg.epochs

@@ -20,8 +20,11 @@ from harness.info import MethodInfo
 KINDS = ("image", "tabular")
 TASKS = ("stream",)
 # ``iterations``: optimiser steps per experience (van de Ven et al. train 2,000 on split MNIST);
-# 0 trains the budget's epochs per experience instead.
-DEFAULTS: dict[str, Any] = {"model": "mlp", "hidden": 256, "lr": 1e-3, "batch_size": 64, "iterations": 0}
+# 0 trains the budget's epochs per experience instead. ``carry_optimizer``: one optimiser for the whole
+# stream, its state carried from one experience to the next (van de Ven & Tolias's code), instead of a
+# fresh one per experience.
+DEFAULTS: dict[str, Any] = {"model": "mlp", "hidden": 256, "lr": 1e-3, "batch_size": 64, "iterations": 0,
+                            "carry_optimizer": False}
 CITATIONS = {
     "naive": "fine-tuning baseline; van de Ven, Tuytelaars & Tolias, Three types of incremental learning, "
              "Nature Machine Intelligence 2022",
@@ -31,8 +34,12 @@ CITATIONS = {
     "joint": "joint (cumulative) training upper bound; van de Ven et al., Nature Machine Intelligence 2022",
 }
 EXTRA_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ewc": {"ewc_lambda": 1000.0}, "lwf": {"lwf_alpha": 1.0}, "replay": {"memory_per_class": 50},
+    "ewc": {"ewc_lambda": 1000.0, "ewc_fisher": "expected", "fisher_examples": 200},
+    "lwf": {"lwf_alpha": 1.0}, "replay": {"memory_per_class": 50},
 }
+# EWC's Fisher: ``expected`` under the network's own predictive distribution, or ``predicted``, the
+# gradient of the arg-max class alone (van de Ven & Tolias's code); ``fisher_examples`` training
+# examples per experience (0: all of them, as that code does).
 
 
 @hookimpl
@@ -57,9 +64,12 @@ def harness_search_space(method: str, trial, task) -> dict[str, Any]:
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
         "optimizer": "adam", "batchnorm": False, "schedule": "constant",
         "iterations": trial.suggest_categorical("iterations", [0, 500, 1000, 2000]),
+        "carry_optimizer": trial.suggest_categorical("carry_optimizer", [False, True]),
     }
     if method == "ewc":
         cfg["ewc_lambda"] = trial.suggest_float("ewc_lambda", 1.0, 1e10, log=True)
+        cfg["ewc_fisher"] = trial.suggest_categorical("ewc_fisher", ["expected", "predicted"])
+        cfg["fisher_examples"] = trial.suggest_categorical("fisher_examples", [200, 0])
     elif method == "lwf":
         cfg["lwf_alpha"] = trial.suggest_float("lwf_alpha", 0.1, 10.0, log=True)
     elif method == "replay":

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.context import FitContext
+from harness.errors import ConfigError
 from harness.task import Split, Task
 from harness.toolkit.models import network_from_config
-from harness.toolkit.train import TrainConfig, predict_proba, train
+from harness.toolkit.train import TrainConfig, build_optimizer, predict_proba, train
 
 KD_TEMPERATURE = 2.0  # Li & Hoiem's distillation temperature
 FISHER_EXAMPLES = 200  # examples per experience for EWC's Fisher estimate
+FISHER_KINDS = ("expected", "predicted")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class ContinualState:
     anchor: dict[str, torch.Tensor] | None = None  # EWC: the weights after the previous experience
     teacher: nn.Module | None = None  # LwF: the network after the previous experience
     teacher_mask: torch.Tensor | None = None  # LwF: the outputs the teacher has learnt
+    optimizer: torch.optim.Optimizer | None = None  # with ``carry_optimizer``: one Adam for the whole stream
 
 
 def output_mask(task: Task, n: int) -> torch.Tensor:
@@ -77,12 +80,17 @@ def fit(method: str, task: Task, config: dict[str, Any], ctx: FitContext) -> Con
     cfg = TrainConfig.from_config({"optimizer": "adam", "schedule": "constant", **config}, ctx, restore_best=False)
     if config.get("iterations"):  # a training length per experience in optimiser steps, as van de Ven et al.
         cfg.epochs = epochs_for(int(config["iterations"]), len(x), cfg.batch_size)
-    train(model, step, len(x), cfg, ctx)
+    # van de Ven & Tolias's code keeps one Adam for the whole stream (its moments carry over from
+    # one experience to the next) unless asked to reset it; a fresh one per experience is the default here.
+    if config.get("carry_optimizer") and state.optimizer is None:
+        state.optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum)
+    train(model, step, len(x), cfg, ctx, optimizer=state.optimizer)
     if method == "replay":
         _remember(state, task.train.x, task.train.y, output_mask(task, len(task.train)),
                   per_class=int(config.get("memory_per_class", 50)), gen=gen)
     elif method == "ewc":
-        _consolidate(state, task, cfg, ctx)
+        _consolidate(state, task, cfg, ctx, fisher=str(config.get("ewc_fisher", "expected")),
+                     examples=int(config.get("fisher_examples", FISHER_EXAMPLES)))
     elif method == "lwf":
         state.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         seen = output_mask(task, 1)[0] if state.scenario == "task" else _seen(task)
@@ -140,33 +148,40 @@ def _penalty(method: str, state: ContinualState, config: dict[str, Any]):
     return None
 
 
-def _consolidate(state: ContinualState, task: Task, cfg: TrainConfig, ctx: FitContext) -> None:
-    """Online EWC: add this experience's diagonal Fisher information, on up to ``FISHER_EXAMPLES``
-    training examples, to the running one and anchor the current weights.
+def _consolidate(state: ContinualState, task: Task, cfg: TrainConfig, ctx: FitContext,
+                 fisher: str = "expected", examples: int | None = None) -> None:
+    """Online EWC: add this experience's diagonal Fisher information, on up to ``examples`` training
+    examples (default ``FISHER_EXAMPLES``; 0: all), to the running one and anchor the current weights.
 
-    The Fisher is the expectation over the network's own predictive distribution (Kirkpatrick et
+    ``expected``: the expectation over the network's own predictive distribution (Kirkpatrick et
     al.), ``Σ_c p(c|x) (∇ log p(c|x))²`` over the outputs the experience trains: the empirical one
     (the label's gradient alone) vanishes quadratically once the training loss nears zero, as it
-    does after long training on an experience, and EWC then protects nothing."""
+    does after long training on an experience, and EWC then protects nothing. ``predicted``: the
+    arg-max class's term alone, ``(∇ log p(ĉ|x))²`` (van de Ven & Tolias's code); it shrinks like
+    ``(1 − p(ĉ|x))²`` on a confident network, so it needs a far larger λ for the same pull."""
+    if fisher not in FISHER_KINDS:
+        raise ConfigError(f"ewc_fisher: unknown {fisher!r} (known: {', '.join(FISHER_KINDS)})")
     model = state.model
     model.eval()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    info = {n: torch.zeros_like(p) for n, p in params.items()}
     x = task.train.x
     mask = output_mask(task, len(x))
-    pick = torch.randperm(len(x), device=x.device, generator=ctx.generator(offset=29))[:FISHER_EXAMPLES]
+    examples = FISHER_EXAMPLES if examples is None else examples
+    pick = torch.randperm(len(x), device=x.device, generator=ctx.generator(offset=29))[:examples or len(x)]
     for i in pick.tolist():
         log_p = F.log_softmax(masked(model(x[i:i + 1]), mask[i:i + 1]), 1)[0]
-        classes = torch.nonzero(mask[i]).squeeze(1).tolist()
+        classes = (torch.nonzero(mask[i]).squeeze(1).tolist() if fisher == "expected"
+                   else [int(log_p.argmax())])
         for k, c in enumerate(classes):
             grads = torch.autograd.grad(log_p[c], list(params.values()), retain_graph=k < len(classes) - 1,
                                         allow_unused=True)
-            weight = log_p[c].detach().exp()
+            weight = log_p[c].detach().exp() if fisher == "expected" else 1.0
             for (n, _), g in zip(params.items(), grads):
                 if g is not None:
-                    fisher[n] += weight * g.detach() ** 2
-    fisher = {n: f / len(pick) for n, f in fisher.items()}
-    state.fisher = fisher if state.fisher is None else {n: state.fisher[n] + fisher[n] for n in fisher}
+                    info[n] += weight * g.detach() ** 2
+    info = {n: f / len(pick) for n, f in info.items()}
+    state.fisher = info if state.fisher is None else {n: state.fisher[n] + info[n] for n in info}
     state.anchor = {n: p.detach().clone() for n, p in params.items()}
 
 
