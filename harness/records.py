@@ -142,15 +142,18 @@ def result_key(seed: int) -> str:
 EXTENDABLE = ("trials", "seeds")
 
 
-# settings that shape only a search: an untuned row's results do not depend on them
-SEARCH_ONLY = frozenset({"sampler", "sampler_seed", "pruner", "pruner_settings"})
+# settings that shape only a search: an untuned row's results do not depend on them, and the pruner's
+# not those of a search whose trials never reported an intermediate value
+PRUNER_ONLY = frozenset({"pruner", "pruner_settings"})
+SEARCH_ONLY = frozenset({"sampler", "sampler_seed"}) | PRUNER_ONLY
 
 
-def settings_change(stored: StudyMeta, settings: dict[str, Any]) -> tuple[str, Any] | None:
+def settings_change(stored: StudyMeta, settings: dict[str, Any], reported: bool = True) -> tuple[str, Any] | None:
     """The first setting (key, stored value) in which ``stored`` differs from ``settings`` and that
     forbids reusing its results, or None. Fewer trials than stored count as such a change, and
-    :data:`SEARCH_ONLY` settings do not for a row tuned neither then nor now; records written before
-    settings were stored are compared on their budget alone."""
+    :data:`SEARCH_ONLY` settings do not for a row tuned neither then nor now, nor :data:`PRUNER_ONLY`
+    ones when no stored trial ``reported`` an intermediate value (no pruner could act on it); records
+    written before settings were stored are compared on their budget alone."""
     old = stored.settings
     if old is None:
         if stored.budget is None:
@@ -160,6 +163,8 @@ def settings_change(stored: StudyMeta, settings: dict[str, Any]) -> tuple[str, A
     untuned = old.get("trials") == 0 and settings.get("trials") == 0
     for key, value in old.items():
         if key == "seeds" or key not in settings or (untuned and key in SEARCH_ONLY):
+            continue
+        if not reported and key in PRUNER_ONLY:
             continue
         new = settings[key]
         if key == "trials" and isinstance(value, int) and isinstance(new, int) and new >= value:

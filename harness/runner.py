@@ -321,12 +321,14 @@ def _check_one_suite(suite: Suite, out_dir: Path, storage) -> None:
 
 def _plan_stored(plan: RowPlan, suite: Suite, storage, summary, meta: records.StudyMeta) -> None:
     name = study_name(suite, plan.ds, plan.row)
-    change = records.settings_change(meta, plan.settings)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    reported = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+    change = records.settings_change(meta, plan.settings, reported=reported)
     if change is not None:
         key, value = change
-        raise ConfigError(f"{name} was run with {key}={_text(value)}; use --fresh, or --out for a new folder")
+        raise ConfigError(f"{name} was run with {key}={_text(value)}; use --recompute {plan.row.name}, --fresh, "
+                          "or --out for a new folder")
     budget = suite.budget(plan.row)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
     seeds = [suite.seed_base + i for i in range(budget.seeds)]
     results = stored_results(study)
     notes = []

@@ -40,7 +40,7 @@ def test_a_second_identical_run_says_so_and_writes_nothing(run, tmp_path):
 
 
 @pytest.mark.parametrize("extra, said", [
-    (["--epochs", "3"], "run/iris/logreg was run with epochs=20; use --fresh, or --out for a new folder"),
+    (["--epochs", "3"], "run/iris/logreg was run with epochs=20; use --recompute logreg, --fresh, or --out for a new folder"),
     (["--param", "C=1.0"], "run/iris/logreg was run with params={}"),
     (["--data-seed", "1"], "run/iris/logreg was run with data_seed=0"),
     (["--sampler", "random"], "run/iris/logreg was run with sampler=tpe"),
@@ -168,17 +168,26 @@ def test_search_settings_do_not_stale_an_untuned_row(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\ndatasets: [iris]\nmethods:\n  - {method: logreg, tune: false}\n"
-                     "  - {method: knn, trials: 2}\nseeds: 1\n")
+                     "  - {method: erm, trials: 2, epochs: 2}\nseeds: 1\n")
     args = ["--threads", "1", "run", "--suite", str(suite), "--no-progress", "--out", "o"]
     assert main([*args, "--pruner", "median"]) == 0
     capsys.readouterr()
     before = _journal(tmp_path)
 
-    # the tuned row's search would differ under another pruner, so it is refused ...
+    # the tuned row reported every epoch: another pruner could have cut its trials, so it is refused ...
     assert main([*args, "--pruner", "hyperband"]) == 2
-    assert "s/iris/knn was run with pruner=median" in capsys.readouterr().err
+    assert "s/iris/erm was run with pruner=median; use --recompute erm" in capsys.readouterr().err
     # ... while the untuned row ran no search and is reused as it is
-    suite.write_text(suite.read_text().replace("  - {method: knn, trials: 2}\n", ""))
+    suite.write_text(suite.read_text().replace("  - {method: erm, trials: 2, epochs: 2}\n", ""))
     code = main([*args, "--pruner", "hyperband", "--sampler", "random"])
     assert code == 0 and "already stored" in "".join(capsys.readouterr())
+    assert _journal(tmp_path) == before
+
+
+def test_another_pruner_does_not_stale_a_search_it_could_not_act_on(run, tmp_path):
+    # logreg trains in one go and reports no intermediate value, so no pruner ever acted on its trials
+    assert run("--pruner", "median")[0] == 0
+    before = _journal(tmp_path)
+    code, text = run("--pruner", "hyperband")
+    assert code == 0 and "already stored" in text
     assert _journal(tmp_path) == before
