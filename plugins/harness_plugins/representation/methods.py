@@ -113,7 +113,7 @@ def harness_search_space(method: str, trial, task: Task) -> dict[str, Any]:
     cfg.update(suggest_probe(trial))
     if method == "linear_probe":
         return cfg
-    # up to 80 epochs (960 steps of 256 on 3,000 images): the range that holds the probe's plateau
+    # up to 80 epochs (960 steps of 256 on 3,000 images), the longest pre-training measured
     cfg["pretrain_epochs"] = trial.suggest_int("pretrain_epochs", 10, 80, step=5)
     cfg["pretrain_lr"] = trial.suggest_float("pretrain_lr", 3e-4, 5e-3, log=True)
     cfg["pretrain_batch_size"] = trial.suggest_categorical("pretrain_batch_size", [128, 256, 512])
