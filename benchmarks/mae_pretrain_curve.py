@@ -28,10 +28,10 @@ from harness.data import load_task
 from harness.plugins import load_plugins, plugin_distributions
 from harness.report.provenance import gather, now
 from harness.report.tables import to_markdown
-from harness.toolkit.mae import MaskedAutoencoder, patchify, random_masking
+from harness.toolkit.mae import MaskedAutoencoder, pretrain_masked, random_masking
 from harness.toolkit.models import network_from_config
-from harness.toolkit.pretrain import _stage_train_config, fit_probe
-from harness.toolkit.train import train, val_accuracy
+from harness.toolkit.pretrain import fit_probe
+from harness.toolkit.train import val_accuracy
 from harness_plugins.representation.training import pretraining_images
 
 
@@ -40,11 +40,7 @@ def held_out_loss(mae: MaskedAutoencoder, x: torch.Tensor, kept: torch.Tensor, m
     """The masked reconstruction loss of ``x`` under one fixed mask, in eval mode."""
     was = mae.training
     mae.eval()
-    target = patchify(x, mae.patch)
-    pred = mae.decode(mae.encode_visible(x, kept), kept, target.shape[1])
-    if mae.norm_pix_loss:
-        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-    loss = (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+    loss = mae.masked_loss(x, kept, mask)[0]
     mae.train(was)
     return float(loss)
 
@@ -68,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     mae = MaskedAutoencoder(net.encoder, task.input_shape[0], float(config["mask_ratio"]),
                             int(config["decoder_dim"]), int(config["decoder_depth"]), bool(config["norm_pix_loss"]))
     x = pretraining_images(task)
-    length = patchify(task.val.x[:1], mae.patch).shape[1]
-    kept, mask = random_masking(len(task.val.x), length, mae.mask_ratio, generator=torch.Generator().manual_seed(1))
+    kept, mask = random_masking(len(task.val.x), mae.num_patches(task.val.x), mae.mask_ratio,
+                                generator=torch.Generator().manual_seed(1))
     rows: list[dict] = []
 
     def after_epoch() -> float:
         epoch = len(rows) + 1
         row = {"epoch": epoch, "val_masked_loss": held_out_loss(mae, task.val.x, kept, mask)}
-        if epoch % args.probe_every == 0 or epoch == cfg.epochs:
+        if epoch % args.probe_every == 0 or epoch == int(config["pretrain_epochs"]):
             with torch.random.fork_rng():  # the probe leaves the pre-training's random stream alone
                 probe = network_from_config(config, task)
                 probe.encoder = copy.deepcopy(mae.encoder)
@@ -86,12 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         return -row["val_masked_loss"]
 
-    def step(idx: torch.Tensor, progress: float) -> torch.Tensor:
-        return mae(x[idx])[0]
-
-    cfg = _stage_train_config(config)
     started = now()
-    history = train(mae, step, len(x), cfg, ctx, val_fn=after_epoch)
+    history = pretrain_masked(mae, x, config, ctx, val_fn=after_epoch)
     frame = pd.DataFrame(rows)
     frame.insert(1, "step", frame["epoch"] * history.steps_per_epoch)
     frame.insert(2, "train_loss", history.loss)

@@ -9,7 +9,7 @@ pre-training methods apply unchanged.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from torch import nn
 from harness.context import FitContext
 from harness.errors import ConfigError
 from harness.toolkit.pretrain import _stage_train_config
-from harness.toolkit.train import train
+from harness.toolkit.train import History, train
 
 MAE_DEFAULTS: dict[str, Any] = {"mask_ratio": 0.75, "decoder_dim": 64, "decoder_depth": 1, "norm_pix_loss": True}
 
@@ -98,23 +98,32 @@ class MaskedAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction loss on a fresh random mask, the prediction and the mask."""
+        kept, mask = random_masking(x.shape[0], self.num_patches(x), self.mask_ratio, x.device)
+        loss, pred = self.masked_loss(x, kept, mask)
+        return loss, pred, mask
+
+    def num_patches(self, x: torch.Tensor) -> int:
+        return (x.shape[-2] // self.patch) * (x.shape[-1] // self.patch)
+
+    def masked_loss(self, x: torch.Tensor, kept: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction loss of ``x``'s hidden patches under a given mask (``kept`` visible), and the prediction."""
         target = patchify(x, self.patch)
-        n, length = target.shape[:2]
-        kept, mask = random_masking(n, length, self.mask_ratio, x.device)
-        pred = self.decode(self.encode_visible(x, kept), kept, length)
+        pred = self.decode(self.encode_visible(x, kept), kept, target.shape[1])
         if self.norm_pix_loss:  # per-patch normalised pixels (MAE, sec. 4: a better representation)
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6).sqrt()
-        return masked_patch_loss(pred, target, mask), pred, mask
+        return masked_patch_loss(pred, target, mask), pred
 
 
-def pretrain_masked(mae: MaskedAutoencoder, x: torch.Tensor, config: dict[str, Any], ctx: FitContext) -> None:
-    """Train ``mae`` to reconstruct the hidden patches of the unlabelled images ``x``."""
+def pretrain_masked(mae: MaskedAutoencoder, x: torch.Tensor, config: dict[str, Any], ctx: FitContext,
+                    val_fn: Callable[[], float] | None = None) -> History:
+    """Train ``mae`` to reconstruct the hidden patches of the unlabelled images ``x`` (``val_fn``: called
+    after every epoch, as by :func:`harness.toolkit.train.train`)."""
 
     def step(idx: torch.Tensor, progress: float) -> torch.Tensor:
         return mae(x[idx])[0]
 
-    train(mae, step, len(x), _stage_train_config(config), ctx)
+    return train(mae, step, len(x), _stage_train_config(config), ctx, val_fn=val_fn)
 
 
 def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: float) -> list[dict[str, Any]]:
